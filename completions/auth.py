@@ -1,0 +1,150 @@
+"""How API keys are checked: header parsing, a two-level cache, and the 401 messages.
+
+A lookup costs no database query in the common case: a key is trusted in process
+for GATEWAY_KEY_CACHE_SECONDS, then re-read from Django's cache (shared by all
+workers when REDIS_URL is set), and only then from the database. Saving or
+revoking a key deletes its shared entry, so every worker sees the change within
+the in-process time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpRequest
+
+from .db import run_db
+from .errors import AuthenticationFailed
+from .keys import KEY_PREFIX, cache_key, hash_secret
+from .models import APIKey
+
+SHARED_TTL = 300  # seconds a key stays in the shared cache (changes delete it sooner)
+MAX_LOCAL_ENTRIES = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: the key and its owner, as cached."""
+
+    key_id: int
+    user_id: int
+    prefix: str
+    name: str
+    expires_at: float | None  # epoch seconds
+    revoked: bool
+
+    def as_cache(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "user_id": self.user_id,
+            "prefix": self.prefix,
+            "name": self.name,
+            "expires_at": self.expires_at,
+            "revoked": self.revoked,
+        }
+
+
+_UNKNOWN = "unknown"
+_local: dict[str, tuple[Caller | str, float]] = {}
+_inflight: dict[str, asyncio.Future[Caller | str]] = {}
+
+
+def bearer_token(request: HttpRequest) -> str | None:
+    """The key from `Authorization: Bearer …` or `x-api-key`."""
+    meta = request.META
+    header = meta.get("HTTP_AUTHORIZATION")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+    token = meta.get("HTTP_X_API_KEY")
+    return token.strip() if token and token.strip() else None
+
+
+def masked(secret: str) -> str:
+    """A key shown in an error: enough to recognise it, not enough to use it."""
+    if len(secret) <= 10:
+        return "*" * len(secret)
+    return f"{secret[:8]}{'*' * 8}{secret[-4:]}"
+
+
+async def authenticate(request: HttpRequest) -> Caller:
+    """The caller behind the request's key, or AuthenticationFailed with a message per case."""
+    secret = bearer_token(request)
+    if secret is None:
+        raise AuthenticationFailed(
+            "You didn't provide an API key. You need to provide your API key in an Authorization "
+            "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+        )
+    caller = await lookup(secret) if secret.startswith(KEY_PREFIX) else _UNKNOWN
+    if isinstance(caller, str):
+        raise AuthenticationFailed(f"Incorrect API key provided: {masked(secret)}.")
+    if caller.revoked:
+        raise AuthenticationFailed("This API key has been revoked.")
+    if caller.expires_at is not None and caller.expires_at <= time.time():
+        raise AuthenticationFailed("This API key has expired.")
+    return caller
+
+
+async def lookup(secret: str) -> Caller | str:
+    """Resolve a key through the local cache, the shared cache, then the database."""
+    key_hash = hash_secret(secret)
+    now = time.monotonic()
+    hit = _local.get(key_hash)
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    pending = _inflight.get(key_hash)
+    if pending is not None:
+        return await asyncio.shield(pending)
+    future: asyncio.Future[Caller | str] = asyncio.get_running_loop().create_future()
+    _inflight[key_hash] = future
+    try:
+        value = await run_db(_load, key_hash)
+        future.set_result(value)
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # mark retrieved: waiters get it, nobody is warned
+        raise
+    finally:
+        del _inflight[key_hash]
+    if len(_local) >= MAX_LOCAL_ENTRIES:
+        _local.clear()
+    _local[key_hash] = (value, now + settings.GATEWAY_KEY_CACHE_SECONDS)
+    return value
+
+
+def _load(key_hash: str) -> Caller | str:
+    """Shared cache, then database (runs on a worker thread)."""
+    cached = cache.get(cache_key(key_hash))
+    if cached is not None:
+        return cached if isinstance(cached, str) else Caller(**cached)
+    row = (
+        APIKey.objects.filter(key_hash=key_hash)
+        .values("id", "user_id", "prefix", "name", "expires_at", "revoked_at", "user__is_active")
+        .first()
+    )
+    if row is None:
+        # Remember unknown keys briefly, so a flood of bad keys doesn't reach the database.
+        cache.set(cache_key(key_hash), _UNKNOWN, 10)
+        return _UNKNOWN
+    caller = Caller(
+        key_id=row["id"],
+        user_id=row["user_id"],
+        prefix=row["prefix"],
+        name=row["name"],
+        expires_at=row["expires_at"].timestamp() if row["expires_at"] else None,
+        revoked=row["revoked_at"] is not None or not row["user__is_active"],
+    )
+    cache.set(cache_key(key_hash), caller.as_cache(), SHARED_TTL)
+    return caller
+
+
+def clear_local_cache() -> None:
+    """Forget every key trusted in this process (tests, and after bulk changes)."""
+    _local.clear()

@@ -1,0 +1,156 @@
+"""One exception hierarchy for every failure, and its mapping to OpenAI's error envelope.
+
+Every error a client can see (validation, auth, limits, routing, upstream
+failures) is a `GatewayError`; `error_body()` turns it into
+`{"error": {"message", "type", "param", "code"}}` with the status OpenAI uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from django.http import HttpResponse
+
+
+class GatewayError(Exception):
+    """Base of every client-visible failure."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        """The OpenAI error envelope for this error."""
+        return error_body(self.message, self.type, self.param, self.code)
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt (or another route) may succeed."""
+        return self.status in (408, 429) or self.status >= 500
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "invalid_request_error"
+    code = "permission_denied"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+    def __init__(self, model: str, **kwargs: Any) -> None:
+        super().__init__(
+            f"The model `{model}` does not exist or you do not have access to it.",
+            param="model",
+            **kwargs,
+        )
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(GatewayError):
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
+class InternalError(GatewayError):
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+
+class UpstreamError(GatewayError):
+    """The provider answered with an error or could not be reached."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    type = "timeout"
+    code = "upstream_timeout"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "service_unavailable"
+
+
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error envelope."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def error_response(err: GatewayError, request_id: str | None = None) -> HttpResponse:
+    """A JSON response carrying `err` in OpenAI's envelope, with its status and headers."""
+    body = orjson.dumps(err.body())
+    response = HttpResponse(body, status=err.status, content_type="application/json")
+    response["Content-Length"] = str(len(body))
+    for name, value in err.headers.items():
+        response[name] = value
+    if request_id:
+        response["x-request-id"] = request_id
+    return response

@@ -1,0 +1,120 @@
+"""Data: API keys, the routing table, the request log."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class APIKey(models.Model):
+    """A caller's credential. Only a SHA-256 hash and a short visible prefix are stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, db_index=True, editable=False, help_text="First characters, for humans.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class Provider(models.TextChoices):
+    MOCK = "mock", "Mock (offline)"
+    GEMINI = "gemini", "Google Gemini"
+    ANTHROPIC = "anthropic", "Anthropic"
+    OPENAI = "openai", "OpenAI-compatible"
+
+
+class ModelRoute(models.Model):
+    """One way to serve a public model id. Credentials live in the environment, never here."""
+
+    model_name = models.CharField(max_length=200, db_index=True, help_text="Public model id clients send.")
+    aliases = models.JSONField(default=list, blank=True, help_text="Other public ids served by this route.")
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    upstream_model = models.CharField(max_length=200, blank=True, help_text="Model name sent upstream.")
+    base_url = models.CharField(max_length=500, blank=True)
+    api_key_env = models.CharField(
+        max_length=100, blank=True, help_text="Name of the environment variable holding the credential."
+    )
+    weight = models.PositiveIntegerField(default=1)
+    connect_timeout = models.FloatField(default=5.0, help_text="Seconds to connect.")
+    first_byte_timeout = models.FloatField(default=60.0, help_text="Seconds until the first byte/chunk.")
+    idle_timeout = models.FloatField(default=30.0, help_text="Seconds allowed between two stream chunks.")
+    max_retries = models.PositiveSmallIntegerField(default=1)
+    fallbacks = models.JSONField(default=list, blank=True, help_text="Public model ids to try if this one fails.")
+    input_price_per_million = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    output_price_per_million = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    options = models.JSONField(default=dict, blank=True, help_text="Provider-specific settings.")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model_name", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.model_name} → {self.provider}:{self.upstream_model or self.model_name}"
+
+
+class RequestLog(models.Model):
+    """One row per API request, success or failure. Text is kept only if GATEWAY_LOG_CONTENT is on."""
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    request_id = models.CharField(max_length=128, db_index=True)
+    endpoint = models.CharField(max_length=32, default="chat.completions")
+    api_key = models.ForeignKey(APIKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    key_prefix = models.CharField(max_length=16, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    model = models.CharField(max_length=200, blank=True, help_text="Model the client asked for.")
+    provider = models.CharField(max_length=20, blank=True)
+    upstream_model = models.CharField(max_length=200, blank=True)
+    route_id = models.IntegerField(null=True, blank=True)
+    stream = models.BooleanField(default=False)
+    status_code = models.PositiveSmallIntegerField()
+    error_type = models.CharField(max_length=64, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    usage_estimated = models.BooleanField(
+        default=False, help_text="The upstream reported no usage (e.g. a stream cut short); counted by the gateway."
+    )
+    cost = models.DecimalField(max_digits=16, decimal_places=8, default=Decimal("0"))
+    latency_ms = models.PositiveIntegerField(default=0)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time to first chunk (streams).")
+    finish_reason = models.CharField(max_length=32, blank=True)
+    client_disconnected = models.BooleanField(default=False)
+    attempts = models.JSONField(default=list, blank=True, help_text="Every upstream attempt, in order.")
+    end_user = models.CharField(max_length=256, blank=True, help_text="`user` / `safety_identifier` sent.")
+    metadata = models.JSONField(null=True, blank=True)
+    request_body = models.JSONField(null=True, blank=True)
+    response_text = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["api_key", "created_at"]),
+            models.Index(fields=["user", "created_at"]),
+            models.Index(fields=["model", "created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.model} {self.status_code}"

@@ -1,0 +1,24 @@
+"""Provider registry: provider name -> class, imported lazily so an unused SDK costs nothing."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from .base import Provider, Route
+
+_CLASSES = {
+    "mock": "completions.providers.mock.MockProvider",
+}
+
+
+def provider_class(name: str) -> type[Provider]:
+    """The class implementing provider `name`."""
+    module, _, attr = _CLASSES[name].rpartition(".")
+    return getattr(import_module(module), attr)
+
+
+def known(name: str) -> bool:
+    return name in _CLASSES
+
+
+__all__ = ["Provider", "Route", "provider_class", "known"]

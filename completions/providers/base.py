@@ -1,0 +1,103 @@
+"""The provider interface: a validated OpenAI request in, an OpenAI response or chunk stream out.
+
+Each provider module holds all of one provider's translation, split into pure
+functions (OpenAI request -> provider request, provider answer -> OpenAI
+response or chunks) and a small class doing the I/O. Providers raise
+`GatewayError`s with the status OpenAI would use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, AsyncIterator, ClassVar
+
+from ..errors import InvalidRequest, ServiceUnavailable
+from ..protocol import ChatCompletionRequest, EmbeddingRequest
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way to serve a public model: which provider, which upstream model, how."""
+
+    model_name: str
+    provider: str
+    upstream_model: str
+    id: int | None = None  # ModelRoute primary key; None for built-in routes
+    base_url: str = ""
+    api_key_env: str = ""
+    weight: int = 1
+    connect_timeout: float = 5.0
+    first_byte_timeout: float = 60.0
+    idle_timeout: float = 30.0
+    max_retries: int = 1
+    fallbacks: tuple[str, ...] = ()
+    input_price: Decimal = Decimal(0)
+    output_price: Decimal = Decimal(0)
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """How the route is named in logs and attempt lists."""
+        return f"{self.provider}:{self.upstream_model}" + (f"#{self.id}" if self.id else "")
+
+    def credential(self) -> str | None:
+        """The provider credential from the environment (never stored, never logged)."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def require_credential(self) -> str:
+        value = self.credential()
+        if not value:
+            raise ServiceUnavailable(
+                f"The route for `{self.model_name}` has no credential configured on the gateway.",
+                code="upstream_credential_missing",
+            )
+        return value
+
+
+# Parameters every provider handles (they shape the exchange, not the model's behaviour).
+CORE_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "metadata", "user", "safety_identifier", "store"})
+
+
+class Provider:
+    """Base class: one instance per route, holding that route's pooled client."""
+
+    name: ClassVar[str] = ""
+    # Request parameters this provider honours, besides CORE_PARAMS.
+    supported_params: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+
+    def check(self, request: ChatCompletionRequest) -> None:
+        """Reject, before any upstream call, a parameter this provider cannot honour."""
+        for param in request.model_fields_set:
+            if param in CORE_PARAMS or param in self.supported_params:
+                continue
+            if getattr(request, param) is None:
+                continue
+            raise InvalidRequest(
+                f"The parameter `{param}` is not supported by model `{request.model}` "
+                f"(served by the {self.name} provider).",
+                param=param,
+                code="unsupported_parameter",
+            )
+
+    async def complete(self, request: ChatCompletionRequest) -> dict[str, Any]:
+        """A whole `CreateChatCompletionResponse`, with usage."""
+        raise NotImplementedError
+
+    def stream(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
+        """Chunks as they arrive; the last one is always a usage chunk (`choices: []`)."""
+        raise NotImplementedError
+
+    async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
+        """A `CreateEmbeddingResponse` (float vectors; the view encodes base64)."""
+        raise InvalidRequest(
+            f"Model `{request.model}` does not support embeddings.", param="model", code="unsupported_model"
+        )
+
+    async def aclose(self) -> None:
+        """Release pooled connections."""

@@ -1,0 +1,236 @@
+"""The request log: a record filled in while a request runs, written off the request path.
+
+`RequestRecord` is a plain object the view fills in; `submit()` hands it to a
+background thread that writes batches of rows (and the usage roll-ups that
+depend on them) in one transaction. The client never waits for the database.
+A failed batch is retried, not dropped; `flush()` waits for everything
+submitted so far to be written (tests, shutdown).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone as dt_timezone
+from decimal import Decimal
+from typing import Any, Callable
+
+from django.db import close_old_connections, transaction
+
+logger = logging.getLogger(__name__)
+
+MILLION = Decimal(1_000_000)
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """Everything logged about one request."""
+
+    request_id: str
+    endpoint: str = "chat.completions"
+    started: float = field(default_factory=time.perf_counter)
+    created_at: datetime = field(default_factory=lambda: datetime.now(dt_timezone.utc))
+    key_id: int | None = None
+    key_prefix: str = ""
+    user_id: int | None = None
+    model: str = ""
+    provider: str = ""
+    upstream_model: str = ""
+    route_id: int | None = None
+    stream: bool = False
+    status_code: int = 200
+    error_type: str = ""
+    error_code: str = ""
+    error_message: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_estimated: bool = False
+    input_price: Decimal = Decimal(0)
+    output_price: Decimal = Decimal(0)
+    latency_ms: int = 0
+    ttft_ms: int | None = None
+    finish_reason: str = ""
+    client_disconnected: bool = False
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    end_user: str = ""
+    metadata: dict[str, Any] | None = None
+    request_body: dict[str, Any] | None = None
+    response_text: str = ""
+
+    def elapsed_ms(self) -> int:
+        return int((time.perf_counter() - self.started) * 1000)
+
+    def mark_first_chunk(self) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = self.elapsed_ms()
+
+    def set_usage(self, usage: dict[str, Any] | None) -> None:
+        if usage:
+            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            self.completion_tokens = int(usage.get("completion_tokens") or 0)
+
+    def fail(self, status: int, type_: str, code: str | None, message: str) -> None:
+        self.status_code = status
+        self.error_type = type_ or ""
+        self.error_code = code or ""
+        self.error_message = message[:2000]
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def cost(self) -> Decimal:
+        """Cost in USD from the route's prices per million tokens."""
+        return (self.prompt_tokens * self.input_price + self.completion_tokens * self.output_price) / MILLION
+
+    @property
+    def is_error(self) -> bool:
+        return self.status_code >= 400
+
+
+BatchHook = Callable[[list[RequestRecord]], None]
+
+
+class LogWriter:
+    """A daemon thread that writes submitted records in batches."""
+
+    def __init__(self, batch_size: int = 500, retry_seconds: float = 1.0, max_pending: int = 200_000) -> None:
+        self.batch_size = batch_size
+        self.retry_seconds = retry_seconds
+        self.max_pending = max_pending
+        self.hooks: list[BatchHook] = []
+        self._queue: queue.SimpleQueue[RequestRecord | None] = queue.SimpleQueue()
+        self._lock = threading.Condition()
+        self._submitted = 0
+        self._done = 0
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def submit(self, record: RequestRecord) -> None:
+        """Queue a record; returns at once."""
+        self._ensure_thread()
+        with self._lock:
+            self._submitted += 1
+        self._queue.put(record)
+
+    def pending(self) -> int:
+        with self._lock:
+            return self._submitted - self._done
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every record submitted so far is written; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            target = self._submitted
+            while self._done < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._lock.wait(left)
+        return True
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                    self._pid = os.getpid()
+                    self._thread = threading.Thread(target=self._run, name="request-log-writer", daemon=True)
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch = [first] if first is not None else []
+            while len(batch) < self.batch_size:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    batch.append(item)
+            if batch:
+                self._write_with_retry(batch)
+            with self._lock:
+                self._done += len(batch)
+                self._lock.notify_all()
+
+    def _write_with_retry(self, batch: list[RequestRecord]) -> None:
+        delay = self.retry_seconds
+        while True:
+            try:
+                self.write(batch)
+                return
+            except Exception:
+                logger.exception("writing %d request-log rows failed; retrying in %.1fs", len(batch), delay)
+                if self.pending() > self.max_pending:
+                    logger.error("request log backlog over %d rows; dropping a batch of %d", self.max_pending, len(batch))
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def write(self, batch: list[RequestRecord]) -> None:
+        """Write one batch and run the hooks, in one transaction."""
+        from .models import RequestLog
+
+        close_old_connections()
+        rows = [to_row(r) for r in batch]
+        with transaction.atomic():
+            RequestLog.objects.bulk_create(rows)
+            for hook in self.hooks:
+                hook(batch)
+
+
+def to_row(r: RequestRecord) -> Any:
+    """The RequestLog row for a record."""
+    from .models import RequestLog
+
+    return RequestLog(
+        created_at=r.created_at,
+        request_id=r.request_id,
+        endpoint=r.endpoint,
+        api_key_id=r.key_id,
+        key_prefix=r.key_prefix,
+        user_id=r.user_id,
+        model=r.model[:200],
+        provider=r.provider,
+        upstream_model=r.upstream_model[:200],
+        route_id=r.route_id,
+        stream=r.stream,
+        status_code=r.status_code,
+        error_type=r.error_type[:64],
+        error_code=r.error_code[:64],
+        error_message=r.error_message,
+        prompt_tokens=r.prompt_tokens,
+        completion_tokens=r.completion_tokens,
+        total_tokens=r.total_tokens,
+        usage_estimated=r.usage_estimated,
+        cost=r.cost,
+        latency_ms=r.latency_ms,
+        ttft_ms=r.ttft_ms,
+        finish_reason=r.finish_reason[:32],
+        client_disconnected=r.client_disconnected,
+        attempts=r.attempts,
+        end_user=r.end_user[:256],
+        metadata=r.metadata,
+        request_body=r.request_body,
+        response_text=r.response_text,
+    )
+
+
+writer = LogWriter()
+
+
+def submit(record: RequestRecord) -> None:
+    """Finish timing and queue the record for writing."""
+    if not record.latency_ms:
+        record.latency_ms = record.elapsed_ms()
+    writer.submit(record)
+
+
+def flush(timeout: float = 10.0) -> bool:
+    return writer.flush(timeout)

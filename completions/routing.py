@@ -1,0 +1,247 @@
+"""The routing table: which routes serve a public model id, cached per process.
+
+Routes come from the `ModelRoute` table plus built-in routes (the mock model
+always; common Gemini, Anthropic and OpenAI models when their API key is in the
+environment). A database route replaces a built-in one of the same public id.
+The table is loaded once per process and reloaded when a route changes: at
+once in the process that saved it, and within GATEWAY_ROUTE_CHECK_SECONDS in
+every other worker (a version number in Django's cache). No request pays a
+database query for routing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Iterable
+
+import orjson
+from django.conf import settings
+from django.core.cache import cache
+
+from .db import run_db
+from .errors import ModelNotFound
+from .providers import Provider, Route, known, provider_class
+
+logger = logging.getLogger(__name__)
+
+VERSION_KEY = "routes:version"
+
+
+def _price(value: str) -> Decimal:
+    return Decimal(value)
+
+
+# Built-in routes per provider, enabled by the presence of the provider's key in the
+# environment: (public id, upstream model, USD per million input tokens, per million output).
+BUILTIN_MODELS: dict[str, tuple[str, list[tuple[str, str, str, str]]]] = {
+    "gemini": (
+        "GEMINI_API_KEY",
+        [
+            ("gemini-2.5-flash", "gemini-2.5-flash", "0.30", "2.50"),
+            ("gemini-2.5-pro", "gemini-2.5-pro", "1.25", "10.00"),
+            ("gemini-2.5-flash-lite", "gemini-2.5-flash-lite", "0.10", "0.40"),
+            ("gemini-2.0-flash", "gemini-2.0-flash", "0.10", "0.40"),
+            ("gemini-3-pro-preview", "gemini-3-pro-preview", "2.00", "12.00"),
+            ("gemini-embedding-001", "gemini-embedding-001", "0.15", "0"),
+            ("text-embedding-004", "text-embedding-004", "0", "0"),
+        ],
+    ),
+    "anthropic": (
+        "ANTHROPIC_API_KEY",
+        [
+            ("claude-sonnet-4-5", "claude-sonnet-4-5", "3.00", "15.00"),
+            ("claude-haiku-4-5", "claude-haiku-4-5", "1.00", "5.00"),
+            ("claude-opus-4-1", "claude-opus-4-1", "15.00", "75.00"),
+        ],
+    ),
+    "openai": (
+        "OPENAI_API_KEY",
+        [
+            ("gpt-4o", "gpt-4o", "2.50", "10.00"),
+            ("gpt-4o-mini", "gpt-4o-mini", "0.15", "0.60"),
+            ("gpt-4.1", "gpt-4.1", "2.00", "8.00"),
+            ("gpt-4.1-mini", "gpt-4.1-mini", "0.40", "1.60"),
+            ("text-embedding-3-small", "text-embedding-3-small", "0.02", "0"),
+        ],
+    ),
+}
+OWNED_BY = {"mock": "gateway", "gemini": "google", "anthropic": "anthropic", "openai": "openai"}
+
+
+def builtin_routes(environ: dict[str, str] | None = None) -> list[Route]:
+    """The routes that exist without any configuration."""
+    environ = dict(os.environ) if environ is None else environ
+    routes = [Route(model_name=settings.GATEWAY_MOCK_MODEL, provider="mock", upstream_model=settings.GATEWAY_MOCK_MODEL)]
+    if environ.get("GATEWAY_BUILTIN_ROUTES", "true").lower() in ("0", "false", "no"):
+        return routes
+    for provider, (env_name, models) in BUILTIN_MODELS.items():
+        if not environ.get(env_name):
+            continue
+        base_url = environ.get("OPENAI_BASE_URL", "") if provider == "openai" else ""
+        for public, upstream, price_in, price_out in models:
+            routes.append(
+                Route(
+                    model_name=public,
+                    provider=provider,
+                    upstream_model=upstream,
+                    api_key_env=env_name,
+                    base_url=base_url,
+                    input_price=_price(price_in),
+                    output_price=_price(price_out),
+                )
+            )
+    return routes
+
+
+def route_from_row(row: Any) -> Route:
+    """A Route from a ModelRoute row."""
+    return Route(
+        id=row.id,
+        model_name=row.model_name,
+        provider=row.provider,
+        upstream_model=row.upstream_model or row.model_name,
+        base_url=row.base_url,
+        api_key_env=row.api_key_env,
+        weight=row.weight,
+        connect_timeout=row.connect_timeout,
+        first_byte_timeout=row.first_byte_timeout,
+        idle_timeout=row.idle_timeout,
+        max_retries=row.max_retries,
+        fallbacks=tuple(row.fallbacks or ()),
+        input_price=row.input_price_per_million,
+        output_price=row.output_price_per_million,
+        options=dict(row.options or {}),
+        aliases=tuple(row.aliases or ()),
+    )
+
+
+def database_routes() -> list[Route]:
+    """Enabled routes from the ModelRoute table (sync)."""
+    from .models import ModelRoute
+
+    routes = []
+    for row in ModelRoute.objects.filter(enabled=True):
+        if not known(row.provider):
+            logger.warning("route %s names unknown provider %r; skipped", row.id, row.provider)
+            continue
+        routes.append(route_from_row(row))
+    return routes
+
+
+@dataclass
+class RouteTable:
+    """Public model id -> routes serving it."""
+
+    by_model: dict[str, list[Route]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, builtin: Iterable[Route], configured: Iterable[Route]) -> "RouteTable":
+        table = cls()
+        configured = list(configured)
+        configured_names = {name for r in configured for name in (r.model_name, *r.aliases)}
+        for route in builtin:
+            if route.model_name not in configured_names:
+                table.by_model.setdefault(route.model_name, []).append(route)
+        for route in configured:
+            for name in (route.model_name, *route.aliases):
+                table.by_model.setdefault(name, []).append(route)
+        return table
+
+    def routes_for(self, model: str) -> list[Route]:
+        return self.by_model.get(model, [])
+
+    def model_ids(self) -> list[str]:
+        return sorted(self.by_model)
+
+
+def weighted_order(routes: list[Route], rng: random.Random | None = None) -> list[Route]:
+    """Routes in a random order where heavier routes tend to come first (weighted shuffle)."""
+    if len(routes) <= 1:
+        return list(routes)
+    rng = rng or random
+    keyed = [(rng.random() ** (1.0 / r.weight) if r.weight > 0 else -1.0, i, r) for i, r in enumerate(routes)]
+    keyed.sort(reverse=True)
+    return [r for _, _, r in keyed if r.weight > 0] or list(routes)
+
+
+def _options_key(route: Route) -> bytes:
+    return orjson.dumps(route.options, option=orjson.OPT_SORT_KEYS)
+
+
+class Router:
+    """Holds this process's route table and one provider instance per route."""
+
+    def __init__(self) -> None:
+        self._table: RouteTable | None = None
+        self._version: Any = None
+        self._checked = 0.0
+        self._stale = True
+        self._providers: dict[tuple[Route, bytes], Provider] = {}
+
+    def invalidate(self) -> None:
+        """Reload before the next request (called when a route is saved in this process)."""
+        self._stale = True
+
+    async def table(self) -> RouteTable:
+        """The current table, reloaded if this process or another changed a route."""
+        now = time.monotonic()
+        if self._table is None or self._stale:
+            await run_db(self._refresh)
+            self._checked = now
+        elif now - self._checked > settings.GATEWAY_ROUTE_CHECK_SECONDS:
+            self._checked = now  # one request checks; the others keep the current table
+            await run_db(self._refresh)
+        assert self._table is not None
+        return self._table
+
+    def _refresh(self) -> None:
+        version = cache.get(VERSION_KEY)
+        if self._table is not None and not self._stale and version == self._version:
+            return
+        self._stale = False
+        self._version = version
+        self._table = RouteTable.build(builtin_routes(), database_routes())
+
+    def provider(self, route: Route) -> Provider:
+        """The provider instance for `route` (created once, keeping its connection pool)."""
+        key = (route, _options_key(route))
+        instance = self._providers.get(key)
+        if instance is None:
+            instance = provider_class(route.provider)(route)
+            self._providers[key] = instance
+        return instance
+
+    async def resolve(self, model: str) -> list[Route]:
+        """The routes to try for `model`, in order: its own (weighted), then its fallbacks'."""
+        table = await self.table()
+        own = table.routes_for(model)
+        if not own:
+            raise ModelNotFound(model)
+        ordered = weighted_order(own)
+        seen = {model}
+        for route in list(ordered):
+            for fallback in route.fallbacks:
+                if fallback in seen:
+                    continue
+                seen.add(fallback)
+                ordered.extend(weighted_order(table.routes_for(fallback)))
+        return ordered
+
+    async def aclose(self) -> None:
+        for instance in self._providers.values():
+            await instance.aclose()
+        self._providers.clear()
+
+
+def bump_version() -> None:
+    """Tell every worker that the routing table changed."""
+    cache.set(VERSION_KEY, time.time_ns(), None)
+    router.invalidate()
+
+
+router = Router()

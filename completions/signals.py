@@ -1,0 +1,30 @@
+"""Keep the caches honest: a saved key or route is re-read by every worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from .keys import forget_cached
+from .models import APIKey, ModelRoute
+from .routing import bump_version
+
+
+@receiver((post_save, post_delete), sender=APIKey)
+def _key_changed(sender: Any, instance: APIKey, **kwargs: Any) -> None:
+    forget_cached(instance.key_hash)
+
+
+@receiver(post_save, sender=settings.AUTH_USER_MODEL)
+def _user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+    # A deactivated user's keys stop working; limits they pass to keys change.
+    for key_hash in APIKey.objects.filter(user=instance).values_list("key_hash", flat=True):
+        forget_cached(key_hash)
+
+
+@receiver((post_save, post_delete), sender=ModelRoute)
+def _route_changed(sender: Any, **kwargs: Any) -> None:
+    bump_version()
