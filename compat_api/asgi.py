@@ -13,8 +13,10 @@ django.setup(set_prefix=False)
 
 from asgiref.sync import sync_to_async  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.db import connections  # noqa: E402
 
 from completions import recorder  # noqa: E402
+from completions.db import run_db  # noqa: E402
 from completions.handler import GatewayASGIHandler  # noqa: E402
 from completions.routing import router  # noqa: E402
 
@@ -36,7 +38,8 @@ async def lifespan(receive: Any, send: Any) -> None:
         elif message["type"] == "lifespan.shutdown":
             try:
                 await router.aclose()
-                await sync_to_async(recorder.flush, thread_sensitive=False)(30.0)
+                await sync_to_async(recorder.writer.close_connections, thread_sensitive=False)(30.0)
+                await run_db(connections.close_all)
             except Exception:
                 logger.exception("shutdown cleanup failed")
             await send({"type": "lifespan.shutdown.complete"})

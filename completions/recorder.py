@@ -104,7 +104,7 @@ class LogWriter:
         self.retry_seconds = retry_seconds
         self.max_pending = max_pending
         self.hooks: list[BatchHook] = []
-        self._queue: queue.SimpleQueue[RequestRecord | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[RequestRecord | Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Condition()
         self._submitted = 0
         self._done = 0
@@ -134,6 +134,21 @@ class LogWriter:
                 self._lock.wait(left)
         return True
 
+    def close_connections(self, timeout: float = 10.0) -> bool:
+        """Write what is pending, then close the writer thread's database connections (shutdown)."""
+        if self._thread is None or not self._thread.is_alive():
+            return True
+        done = threading.Event()
+
+        def close() -> None:
+            from django.db import connections
+
+            connections.close_all()
+            done.set()
+
+        self._queue.put(close)
+        return done.wait(timeout)
+
     def _ensure_thread(self) -> None:
         if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
             with self._lock:
@@ -144,20 +159,27 @@ class LogWriter:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            batch = [first] if first is not None else []
-            while len(batch) < self.batch_size:
+            batch: list[RequestRecord] = []
+            commands: list[Callable[[], None]] = []
+            item = self._queue.get()
+            while True:
+                if isinstance(item, RequestRecord):
+                    batch.append(item)
+                else:
+                    commands.append(item)
+                if len(batch) >= self.batch_size:
+                    break
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is not None:
-                    batch.append(item)
             if batch:
                 self._write_with_retry(batch)
             with self._lock:
                 self._done += len(batch)
                 self._lock.notify_all()
+            for command in commands:
+                command()
 
     def _write_with_retry(self, batch: list[RequestRecord]) -> None:
         delay = self.retry_seconds

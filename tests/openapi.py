@@ -91,7 +91,7 @@ def resolved_properties(schema_name: str) -> dict[str, Any]:
         if "$ref" in node:
             return props(schemas[node["$ref"].rsplit("/", 1)[-1]])
         out: dict[str, Any] = {}
-        for branch in node.get("allOf", []):
+        for branch in node.get("allOf", []) + node.get("anyOf", []):
             out.update(props(branch))
         out.update(node.get("properties", {}))
         return out

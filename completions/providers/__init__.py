@@ -21,4 +21,9 @@ def known(name: str) -> bool:
     return name in _CLASSES
 
 
-__all__ = ["Provider", "Route", "provider_class", "known"]
+def register(name: str, dotted_path: str) -> None:
+    """Add a provider class by dotted path (plugins, and test doubles of whole providers)."""
+    _CLASSES[name] = dotted_path
+
+
+__all__ = ["Provider", "Route", "provider_class", "known", "register"]

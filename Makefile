@@ -1,0 +1,48 @@
+# `make run`: set up and serve the gateway (SQLite, mock model, demo key).
+# `make test`: set up and run the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 1
+
+.PHONY: run test install install-test migrate bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
+	$(BIN)/pip install --quiet -r requirements-test.txt
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput -v0
+
+run: migrate
+	@$(BIN)/python manage.py collectstatic --noinput -v0
+	@KEY=$$($(BIN)/python manage.py demo_setup) && \
+	  echo "" && \
+	  echo "  Gateway:   http://$(HOST):$(PORT)/v1   (model: mock-gpt-model)" && \
+	  echo "  Demo key:  $$KEY" && \
+	  echo "  Admin:     http://$(HOST):$(PORT)/admin/  (create a login: $(BIN)/python manage.py createsuperuser)" && \
+	  echo ""
+	$(BIN)/uvicorn compat_api.asgi:application --host $(HOST) --port $(PORT) --workers $(WORKERS) --no-access-log
+
+# pytest exits 5 when it collected no tests; make treats any non-zero exit as failure.
+test: install-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install-test
+	$(BIN)/python bench/gateway_bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) db.sqlite3* .test-db.sqlite3* staticfiles

@@ -1,0 +1,20 @@
+"""A provider with a bug in it: proves an internal error never leaks a traceback."""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+from completions.protocol import ChatCompletionRequest, ChunkFactory
+from completions.providers.base import Provider
+
+
+class BrokenProvider(Provider):
+    name = "broken"
+
+    async def complete(self, request: ChatCompletionRequest) -> dict[str, Any]:
+        raise KeyError("secret-internal-detail")
+
+    async def stream(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
+        chunks = ChunkFactory(self.route.upstream_model)
+        yield chunks.delta(0, {"role": "assistant", "content": "partial"})
+        raise KeyError("secret-internal-detail")
