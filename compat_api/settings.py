@@ -1,5 +1,7 @@
 """Django settings for the gateway, read from the environment (and an optional `.env`)."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import environ
@@ -79,7 +81,10 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
     # Tests use a file, not memory: the test server's threads and worker processes share it.
-    _db["TEST"] = {"NAME": env.str("SQLITE_TEST_NAME", default=str(BASE_DIR / ".test-db.sqlite3"))}
+    # One per test run (by pid), so parallel runs don't collide; Django deletes it afterwards.
+    _db["TEST"] = {
+        "NAME": env.str("SQLITE_TEST_NAME", default=str(Path(tempfile.gettempdir()) / f"gateway-test-{os.getpid()}.sqlite3"))
+    }
 
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:

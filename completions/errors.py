@@ -154,3 +154,66 @@ def error_response(err: GatewayError, request_id: str | None = None) -> HttpResp
     if request_id:
         response["x-request-id"] = request_id
     return response
+
+
+class UpstreamAuthFailed(GatewayError):
+    """The provider refused the gateway's own credential (not the caller's key)."""
+
+    status = 401
+    type = "upstream_authentication_error"
+    code = "upstream_invalid_credential"
+
+
+def from_upstream_status(
+    status: int, message: str, *, provider: str, retry_after: str | None = None, code: str | None = None
+) -> GatewayError:
+    """The OpenAI-side error for an upstream HTTP status; every provider maps through here.
+
+    The message may quote the upstream's own explanation, but never a credential.
+    """
+    headers = {"retry-after": retry_after} if retry_after else {}
+    where = f"{provider} upstream"
+    if status == 400 or status == 422:
+        return InvalidRequest(f"The {where} rejected the request: {message}", code=code or "upstream_invalid_request")
+    if status == 401:
+        return UpstreamAuthFailed(
+            f"The {where} rejected the gateway's credential for this model; "
+            "the gateway operator must fix the provider API key."
+        )
+    if status == 403:
+        return PermissionDenied(f"The {where} refused access: {message}", code=code or "upstream_permission_denied")
+    if status == 404:
+        return NotFound(f"The {where} does not know this model or resource: {message}", code=code or "model_not_found")
+    if status == 408:
+        return UpstreamTimeout(f"The {where} timed out: {message}", headers=headers or {"retry-after": "1"})
+    if status == 413:
+        return PayloadTooLarge(f"The {where} says the request is too large: {message}")
+    if status == 429:
+        return RateLimited(
+            f"The {where} is rate limiting or out of quota: {message}",
+            type="upstream_rate_limit",
+            code=code or "rate_limit_exceeded",
+            headers=headers or {"retry-after": "1"},
+        )
+    if status == 529 or status == 503:
+        return ServiceUnavailable(
+            f"The {where} is overloaded or unavailable; retry shortly. ({message})",
+            code=code or "upstream_overloaded",
+            headers=headers or {"retry-after": "1"},
+        )
+    if status == 504:
+        return UpstreamTimeout(f"The {where} timed out: {message}", headers=headers or {"retry-after": "1"})
+    if status >= 500:
+        return UpstreamError(f"The {where} failed ({status}): {message}", headers=headers or {"retry-after": "1"})
+    return UpstreamError(f"The {where} answered an unexpected status {status}: {message}")
+
+
+def upstream_unreachable(provider: str, detail: str) -> UpstreamError:
+    """The provider could not be reached (connection refused, reset, DNS)."""
+    return UpstreamError(
+        f"The {provider} upstream could not be reached: {detail}", code="upstream_unreachable", headers={"retry-after": "1"}
+    )
+
+
+def upstream_timeout(provider: str, what: str) -> UpstreamTimeout:
+    return UpstreamTimeout(f"The {provider} upstream timed out ({what}).", headers={"retry-after": "1"})

@@ -97,3 +97,13 @@ def resolved_properties(schema_name: str) -> dict[str, Any]:
         return out
 
     return props(schemas[schema_name])
+
+
+def without_extensions(payload: Any) -> Any:
+    """A copy without the one documented extension we send: `extra_content` on tool calls
+    (Google's place for Gemini thought signatures), so the rest is checked strictly."""
+    if isinstance(payload, list):
+        return [without_extensions(x) for x in payload]
+    if isinstance(payload, dict):
+        return {k: without_extensions(v) for k, v in payload.items() if k != "extra_content"}
+    return payload

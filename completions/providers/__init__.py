@@ -8,6 +8,9 @@ from .base import Provider, Route
 
 _CLASSES = {
     "mock": "completions.providers.mock.MockProvider",
+    "gemini": "completions.providers.gemini.GeminiProvider",
+    "anthropic": "completions.providers.anthropic.AnthropicProvider",
+    "openai": "completions.providers.openai_compat.OpenAICompatProvider",
 }
 
 
