@@ -157,3 +157,9 @@ GATEWAY_ROUTE_CHECK_SECONDS = env.float("GATEWAY_ROUTE_CHECK_SECONDS", default=2
 GATEWAY_MOCK_MODEL = env.str("GATEWAY_MOCK_MODEL", default="mock-gpt-model")
 # Namespace of the gateway's own keys in Redis (limits, budgets).
 GATEWAY_REDIS_PREFIX = env.str("GATEWAY_REDIS_PREFIX", default="gw")
+# Failover: retry backoff base (seconds, doubled per retry, full jitter), the longest upstream
+# Retry-After the gateway waits out before moving on, and the per-route circuit breaker.
+GATEWAY_RETRY_BASE_SECONDS = env.float("GATEWAY_RETRY_BASE_SECONDS", default=0.25)
+GATEWAY_MAX_RETRY_AFTER = env.float("GATEWAY_MAX_RETRY_AFTER", default=5.0)
+GATEWAY_BREAKER_FAILURES = env.int("GATEWAY_BREAKER_FAILURES", default=5)
+GATEWAY_BREAKER_COOLDOWN = env.float("GATEWAY_BREAKER_COOLDOWN", default=30.0)

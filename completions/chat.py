@@ -9,8 +9,9 @@ from typing import Any, AsyncIterator
 import orjson
 
 from . import recorder
-from .errors import GatewayError, InternalError
-from .protocol import ChatCompletionRequest
+from .errors import GatewayError, InternalError, UpstreamError
+from .failover import call_with_failover, first_with_timeout, with_timeout
+from .protocol import ChatCompletionRequest, ChunkFactory, usage
 from .providers import Provider, Route
 from .recorder import RequestRecord
 from .routing import router
@@ -37,35 +38,69 @@ def use_route(record: RequestRecord, route: Route) -> None:
 async def create(request: ChatCompletionRequest, record: RequestRecord) -> dict[str, Any] | AsyncIterator[bytes]:
     """A whole response (dict) or, for `stream: true`, an async iterator of SSE bytes."""
     routes = await router.resolve(request.model)
-    route = routes[0]
-    provider = router.provider(route)
-    provider.check(request)
-    use_route(record, route)
+
+    def check(provider: Provider) -> None:
+        provider.check(request)
+
     if not request.stream:
-        response = await provider.complete(request)
+
+        async def complete(provider: Provider, route: Route) -> dict[str, Any]:
+            return await with_timeout(provider.complete(request), route.first_byte_timeout, route.provider)
+
+        response, route = await call_with_failover(routes, record, router.provider, check, complete)
+        use_route(record, route)
         record.set_usage(response.get("usage"))
-        record.finish_reason = ",".join(sorted({c["finish_reason"] for c in response["choices"]}))
+        record.finish_reason = ",".join(sorted({str(c.get("finish_reason")) for c in response["choices"]}))
         return response
-    stream = provider.stream(request)
-    return relay(stream, request, record, provider)
+
+    async def open_stream(provider: Provider, route: Route) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
+        stream = provider.stream(request)
+        try:
+            first = await first_with_timeout(stream, route.first_byte_timeout, route.provider)
+        except StopAsyncIteration:
+            raise UpstreamError(f"The {route.provider} upstream ended the stream without data.") from None
+        except BaseException:
+            await _close(stream)
+            raise
+        return first, stream
+
+    (first, stream), route = await call_with_failover(routes, record, router.provider, check, open_stream)
+    use_route(record, route)
+    return relay(first, stream, request, record, route)
+
+
+async def _chunks(
+    first: dict[str, Any], stream: AsyncIterator[dict[str, Any]], idle_timeout: float, provider: str
+) -> AsyncIterator[dict[str, Any]]:
+    """The first chunk, then the rest, each within the route's idle timeout."""
+    yield first
+    while True:
+        try:
+            chunk = await first_with_timeout(stream, idle_timeout, provider)
+        except StopAsyncIteration:
+            return
+        yield chunk
 
 
 async def relay(
+    first: dict[str, Any],
     stream: AsyncIterator[dict[str, Any]],
     request: ChatCompletionRequest,
     record: RequestRecord,
-    provider: Provider,
+    route: Route,
 ) -> AsyncIterator[bytes]:
     """SSE bytes for each chunk as it arrives; the record is written when the stream ends, however it ends."""
     include_usage = request.include_usage
     finish: dict[int, str] = {}
     relayed_text: list[str] = []
     got_usage = False
+    last: dict[str, Any] = first
     try:
         try:
-            async for chunk in stream:
+            async for chunk in _chunks(first, stream, route.idle_timeout, route.provider):
+                last = chunk
                 choices = chunk["choices"]
-                if not choices and "usage" in chunk:
+                if not choices and chunk.get("usage"):
                     got_usage = True
                     record.set_usage(chunk["usage"])
                     if include_usage:
@@ -74,19 +109,23 @@ async def relay(
                 for c in choices:
                     if c.get("finish_reason"):
                         finish[c["index"]] = c["finish_reason"]
-                    content = c["delta"].get("content")
+                    content = (c.get("delta") or {}).get("content")
                     if content:
                         relayed_text.append(content)
                 if include_usage:
                     chunk["usage"] = None
                 record.mark_first_chunk()
                 yield sse(chunk)
+            if not got_usage:
+                _estimate_usage(record, request, relayed_text)
+                if include_usage:
+                    yield sse(_usage_chunk(last, record))
         except GatewayError as exc:
             # The stream had started: end it with an error event, as OpenAI does.
             record.fail(exc.status, exc.type, exc.code, exc.message)
             yield sse(exc.body())
         except Exception as exc:
-            logger.exception("stream from %s failed", provider.route.label)
+            logger.exception("stream from %s failed", route.label)
             err = InternalError("The stream failed inside the gateway; it has been logged.")
             record.fail(err.status, err.type, err.code, f"{type(exc).__name__}")
             yield sse(err.body())
@@ -97,11 +136,21 @@ async def relay(
     finally:
         await _close(stream)
         record.finish_reason = ",".join(sorted(set(finish.values())))
-        if not got_usage:
-            record.prompt_tokens = count_prompt(request.messages)
-            record.completion_tokens = count_tokens("".join(relayed_text))
-            record.usage_estimated = True
+        if not got_usage and not record.usage_estimated:
+            _estimate_usage(record, request, relayed_text)
         recorder.submit(record)
+
+
+def _estimate_usage(record: RequestRecord, request: ChatCompletionRequest, relayed_text: list[str]) -> None:
+    """Count the tokens ourselves when the upstream reported none (e.g. the stream was cut short)."""
+    record.prompt_tokens = count_prompt(request.messages)
+    record.completion_tokens = count_tokens("".join(relayed_text))
+    record.usage_estimated = True
+
+
+def _usage_chunk(last: dict[str, Any], record: RequestRecord) -> dict[str, Any]:
+    factory = ChunkFactory(last.get("model", ""), last.get("id"), last.get("created"))
+    return factory.usage(usage(record.prompt_tokens, record.completion_tokens))
 
 
 async def _close(stream: AsyncIterator[dict[str, Any]]) -> None:

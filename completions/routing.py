@@ -70,7 +70,6 @@ BUILTIN_MODELS: dict[str, tuple[str, list[tuple[str, str, str, str]]]] = {
         ],
     ),
 }
-OWNED_BY = {"mock": "gateway", "gemini": "google", "anthropic": "anthropic", "openai": "openai"}
 
 
 def builtin_routes(environ: dict[str, str] | None = None) -> list[Route]:

@@ -6,6 +6,7 @@ from . import views
 
 endpoints = [
     path("chat/completions", views.chat_completions, name="chat-completions"),
+    path("embeddings", views.create_embeddings, name="embeddings"),
     path("models", views.list_models, name="models"),
     path("models/<path:model>", views.retrieve_model, name="model"),
 ]

@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from typing import Any, Awaitable, Callable
 
 import orjson
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
-from . import chat, recorder
+from . import chat, embeddings, recorder
 from .auth import Caller, authenticate
 from .errors import GatewayError, InternalError, MethodNotAllowed, ModelNotFound, NotFound, error_response
-from .protocol import ChatCompletionRequest, model_entry, parse_json_object, validate
+from .protocol import ChatCompletionRequest, EmbeddingRequest, model_entry, parse_json_object, validate
 from .recorder import RequestRecord
-from .routing import OWNED_BY, router
+from .routing import router
+
+STARTED = int(time.time())  # `created` of the models listed (routes have no age that matters to clients)
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +130,28 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     return await logged(record, work)
 
 
+@api_view("POST")
+async def create_embeddings(request: HttpRequest) -> HttpResponseBase:
+    """POST /v1/embeddings."""
+    record = _start_record(request, "embeddings")
+
+    async def work() -> HttpResponseBase:
+        caller = await authenticate(request)
+        _identify(record, caller)
+        body = parse_json_object(request.body)
+        _describe(record, body)
+        embedding_request = validate(EmbeddingRequest, body)
+        return json_response(await embeddings.create(embedding_request, record))
+
+    return await logged(record, work)
+
+
 @api_view("GET")
 async def list_models(request: HttpRequest) -> HttpResponseBase:
     """GET /v1/models: the models this key may use."""
     await authenticate(request)
     table = await router.table()
-    data = [model_entry(name, OWNED_BY.get(table.routes_for(name)[0].provider, "gateway")) for name in table.model_ids()]
+    data = [model_entry(name, table.routes_for(name)[0].provider, STARTED) for name in table.model_ids()]
     return json_response({"object": "list", "data": data})
 
 
@@ -144,7 +163,7 @@ async def retrieve_model(request: HttpRequest, model: str) -> HttpResponseBase:
     routes = table.routes_for(model)
     if not routes:
         raise ModelNotFound(model)
-    return json_response(model_entry(model, OWNED_BY.get(routes[0].provider, "gateway")))
+    return json_response(model_entry(model, routes[0].provider, STARTED))
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

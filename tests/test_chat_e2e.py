@@ -217,7 +217,7 @@ def test_models_endpoints(client: Any, raw: httpx.Client) -> None:
     bare = raw.get("/models").json()
     assert bare == listing
     model = client.models.retrieve("mock-gpt-model")
-    assert model.id == "mock-gpt-model" and model.owned_by == "gateway"
+    assert model.id == "mock-gpt-model" and model.owned_by == "mock"
     assert_valid(raw.get("/models/mock-gpt-model").json(), "Model")
     with pytest.raises(openai.NotFoundError) as exc:
         client.models.retrieve("no-such-model")

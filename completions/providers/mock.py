@@ -13,6 +13,8 @@ default to 0.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -200,3 +202,24 @@ class MockProvider(Provider):
                     yield chunks.delta(index, {"content": token}, logprobs=logprobs)
             yield chunks.delta(index, {}, finish_reason=ans.finish_reason)
         yield chunks.usage(self._usage(request, ans))
+
+    async def embed(self, request: p.EmbeddingRequest) -> dict[str, Any]:
+        """Deterministic unit vectors derived from each text's hash (same text, same vector)."""
+        texts = request.texts
+        dims = request.dimensions or 16
+        data = [{"object": "embedding", "index": i, "embedding": hashed_vector(t, dims)} for i, t in enumerate(texts)]
+        tokens = sum(count_tokens(t) for t in texts)
+        return {"object": "list", "data": data, "model": self.route.upstream_model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def hashed_vector(text: str, dims: int) -> list[float]:
+    """A unit vector of `dims` floats seeded by the text's SHA-256."""
+    raw: list[float] = []
+    counter = 0
+    while len(raw) < dims:
+        digest = hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        raw.extend((b - 127.5) / 127.5 for b in digest)
+        counter += 1
+    raw = raw[:dims]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]

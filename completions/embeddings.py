@@ -1,0 +1,40 @@
+"""Serving one embeddings request: route with failover, encode as the client asked, fill the log record."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any
+
+from .chat import use_route
+from .failover import call_with_failover, with_timeout
+from .protocol import EmbeddingRequest
+from .providers import Provider, Route
+from .recorder import RequestRecord
+from .routing import router
+
+
+def encode_base64(vector: list[float]) -> str:
+    """OpenAI's base64 encoding: the vector as little-endian float32 bytes."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+async def create(request: EmbeddingRequest, record: RequestRecord) -> dict[str, Any]:
+    """A `CreateEmbeddingResponse` for `request`."""
+    request.texts  # token-array input is a 400 before any upstream call
+    routes = await router.resolve(request.model)
+
+    async def embed(provider: Provider, route: Route) -> dict[str, Any]:
+        return await with_timeout(provider.embed(request), route.first_byte_timeout, route.provider)
+
+    result, route = await call_with_failover(routes, record, router.provider, lambda provider: None, embed)
+    use_route(record, route)
+    usage = result.get("usage") or {}
+    record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    record.completion_tokens = 0
+    if request.encoding_format == "base64":
+        for item in result["data"]:
+            if isinstance(item["embedding"], list):
+                item["embedding"] = encode_base64(item["embedding"])
+    result.setdefault("model", route.upstream_model)
+    return result
