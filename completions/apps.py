@@ -9,6 +9,8 @@ class CompletionsConfig(AppConfig):
         from . import signals  # noqa: F401  (connects the cache invalidation receivers)
         from .keys import record_key_use
         from .recorder import writer
+        from .usage import rollup
 
-        if record_key_use not in writer.hooks:
-            writer.hooks.append(record_key_use)
+        for hook in (rollup, record_key_use):
+            if hook not in writer.hooks:
+                writer.hooks.append(hook)

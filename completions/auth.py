@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -21,7 +20,10 @@ from django.http import HttpRequest
 from .db import run_db
 from .errors import AuthenticationFailed
 from .keys import KEY_PREFIX, cache_key, hash_secret
-from .models import APIKey
+from .limits import Limits, effective
+from .models import APIKey, UserLimits
+
+LIMIT_FIELDS = ("allowed_models", "rpm_limit", "tpm_limit", "token_budget", "spend_budget", "budget_period")
 
 SHARED_TTL = 300  # seconds a key stays in the shared cache (changes delete it sooner)
 MAX_LOCAL_ENTRIES = 50_000
@@ -29,7 +31,7 @@ MAX_LOCAL_ENTRIES = 50_000
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is calling: the key and its owner, as cached."""
+    """Who is calling: the key, its owner and its effective limits, as cached."""
 
     key_id: int
     user_id: int
@@ -37,16 +39,7 @@ class Caller:
     name: str
     expires_at: float | None  # epoch seconds
     revoked: bool
-
-    def as_cache(self) -> dict[str, Any]:
-        return {
-            "key_id": self.key_id,
-            "user_id": self.user_id,
-            "prefix": self.prefix,
-            "name": self.name,
-            "expires_at": self.expires_at,
-            "revoked": self.revoked,
-        }
+    limits: Limits = Limits()
 
 
 _UNKNOWN = "unknown"
@@ -123,10 +116,10 @@ def _load(key_hash: str) -> Caller | str:
     """Shared cache, then database (runs on a worker thread)."""
     cached = cache.get(cache_key(key_hash))
     if cached is not None:
-        return cached if isinstance(cached, str) else Caller(**cached)
+        return cached
     row = (
         APIKey.objects.filter(key_hash=key_hash)
-        .values("id", "user_id", "prefix", "name", "expires_at", "revoked_at", "user__is_active")
+        .values("id", "user_id", "prefix", "name", "expires_at", "revoked_at", "user__is_active", *LIMIT_FIELDS)
         .first()
     )
     if row is None:
@@ -140,8 +133,9 @@ def _load(key_hash: str) -> Caller | str:
         name=row["name"],
         expires_at=row["expires_at"].timestamp() if row["expires_at"] else None,
         revoked=row["revoked_at"] is not None or not row["user__is_active"],
+        limits=effective(row, UserLimits.objects.filter(user_id=row["user_id"]).values(*LIMIT_FIELDS).first()),
     )
-    cache.set(cache_key(key_hash), caller.as_cache(), SHARED_TTL)
+    cache.set(cache_key(key_hash), caller, SHARED_TTL)
     return caller
 
 

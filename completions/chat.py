@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 import orjson
 
 from . import recorder
+from .auth import Caller
+from .limits import Admission, check_model, limiter, settle_soon
+from .pricing import cost_nanos
 from .errors import GatewayError, InternalError, UpstreamError
 from .failover import call_with_failover, first_with_timeout, with_timeout
 from .protocol import ChatCompletionRequest, ChunkFactory, usage
@@ -35,10 +39,49 @@ def use_route(record: RequestRecord, route: Route) -> None:
     record.output_price = route.output_price
 
 
-async def create(request: ChatCompletionRequest, record: RequestRecord) -> dict[str, Any] | AsyncIterator[bytes]:
-    """A whole response (dict) or, for `stream: true`, an async iterator of SSE bytes."""
-    routes = await router.resolve(request.model)
+@dataclass
+class Outcome:
+    """What the view sends: a whole body or an SSE stream, plus headers (rate limits, route)."""
 
+    body: dict[str, Any] | None = None
+    stream: AsyncIterator[bytes] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def estimate(request: ChatCompletionRequest, route: Route) -> tuple[int, int]:
+    """Worst-case tokens and cost known before the call: the prompt, plus `max_tokens` when given."""
+    prompt = count_prompt(request.messages)
+    output = (request.output_limit or 0) * request.choices
+    return prompt + output, cost_nanos(prompt, output, route.input_price, route.output_price)
+
+
+def route_headers(record: RequestRecord) -> dict[str, str]:
+    """Which provider served the request and after how many attempts (for debugging clients)."""
+    return {"x-gateway-provider": record.provider, "x-gateway-attempts": str(len(record.attempts))}
+
+
+async def admit(caller: Caller, model: str, routes: list[Route], tokens: int, nanos: int) -> Admission:
+    """The key's limits for this request (404 for a model outside its list, 429 when over a limit)."""
+    check_model(caller.limits, model)
+    return await limiter().admit(caller.key_id, caller.limits, tokens, nanos)
+
+
+async def create(request: ChatCompletionRequest, record: RequestRecord, caller: Caller) -> Outcome:
+    """Serve a chat completion: a whole response or, for `stream: true`, an SSE stream."""
+    check_model(caller.limits, request.model)
+    routes = await router.resolve(request.model)
+    admission = await admit(caller, request.model, routes, *estimate(request, routes[0]))
+    try:
+        outcome = await _serve(request, record, routes, admission)
+    except BaseException:
+        settle_soon(admission, 0, 0)
+        raise
+    outcome.headers.update(admission.headers)
+    outcome.headers.update(route_headers(record))
+    return outcome
+
+
+async def _serve(request: ChatCompletionRequest, record: RequestRecord, routes: list[Route], admission: Admission) -> Outcome:
     def check(provider: Provider) -> None:
         provider.check(request)
 
@@ -51,7 +94,8 @@ async def create(request: ChatCompletionRequest, record: RequestRecord) -> dict[
         use_route(record, route)
         record.set_usage(response.get("usage"))
         record.finish_reason = ",".join(sorted({str(c.get("finish_reason")) for c in response["choices"]}))
-        return response
+        settle_soon(admission, record.total_tokens, record.cost_nanos)
+        return Outcome(body=response)
 
     async def open_stream(provider: Provider, route: Route) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
         stream = provider.stream(request)
@@ -66,7 +110,7 @@ async def create(request: ChatCompletionRequest, record: RequestRecord) -> dict[
 
     (first, stream), route = await call_with_failover(routes, record, router.provider, check, open_stream)
     use_route(record, route)
-    return relay(first, stream, request, record, route)
+    return Outcome(stream=relay(first, stream, request, record, route, admission))
 
 
 async def _chunks(
@@ -88,6 +132,7 @@ async def relay(
     request: ChatCompletionRequest,
     record: RequestRecord,
     route: Route,
+    admission: Admission | None = None,
 ) -> AsyncIterator[bytes]:
     """SSE bytes for each chunk as it arrives; the record is written when the stream ends, however it ends."""
     include_usage = request.include_usage
@@ -138,6 +183,7 @@ async def relay(
         record.finish_reason = ",".join(sorted(set(finish.values())))
         if not got_usage and not record.usage_estimated:
             _estimate_usage(record, request, relayed_text)
+        settle_soon(admission, record.total_tokens, record.cost_nanos)
         recorder.submit(record)
 
 

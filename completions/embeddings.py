@@ -6,7 +6,11 @@ import base64
 import struct
 from typing import Any
 
-from .chat import use_route
+from .auth import Caller
+from .chat import Outcome, admit, route_headers, use_route
+from .limits import check_model, settle_soon
+from .pricing import cost_nanos
+from .tokens import count_tokens
 from .failover import call_with_failover, with_timeout
 from .protocol import EmbeddingRequest
 from .providers import Provider, Route
@@ -19,22 +23,30 @@ def encode_base64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
-async def create(request: EmbeddingRequest, record: RequestRecord) -> dict[str, Any]:
+async def create(request: EmbeddingRequest, record: RequestRecord, caller: Caller) -> Outcome:
     """A `CreateEmbeddingResponse` for `request`."""
-    request.texts  # token-array input is a 400 before any upstream call
+    texts = request.texts  # token-array input is a 400 before any upstream call
+    check_model(caller.limits, request.model)
     routes = await router.resolve(request.model)
+    tokens = sum(count_tokens(t) for t in texts)
+    admission = await admit(caller, request.model, routes, tokens, cost_nanos(tokens, 0, routes[0].input_price, 0))
 
     async def embed(provider: Provider, route: Route) -> dict[str, Any]:
         return await with_timeout(provider.embed(request), route.first_byte_timeout, route.provider)
 
-    result, route = await call_with_failover(routes, record, router.provider, lambda provider: None, embed)
+    try:
+        result, route = await call_with_failover(routes, record, router.provider, lambda provider: None, embed)
+    except BaseException:
+        settle_soon(admission, 0, 0)
+        raise
     use_route(record, route)
     usage = result.get("usage") or {}
     record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
     record.completion_tokens = 0
+    settle_soon(admission, record.total_tokens, record.cost_nanos)
     if request.encoding_format == "base64":
         for item in result["data"]:
             if isinstance(item["embedding"], list):
                 item["embedding"] = encode_base64(item["embedding"])
     result.setdefault("model", route.upstream_model)
-    return result
+    return Outcome(body=result, headers={**admission.headers, **route_headers(record)})

@@ -8,8 +8,46 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+NANOS = Decimal(1_000_000_000)  # cost units per USD
 
-class APIKey(models.Model):
+
+class BudgetPeriod(models.TextChoices):
+    MONTH = "month", "Calendar month (UTC)"
+    TOTAL = "total", "Total (never resets)"
+
+
+class LimitFields(models.Model):
+    """Limits shared by keys and per-user defaults; empty means "inherit" (key) or "unlimited" (user)."""
+
+    allowed_models = models.JSONField(
+        null=True, blank=True, help_text='Public model ids this may use; empty list or blank = all.'
+    )
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute.")
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute.")
+    token_budget = models.PositiveBigIntegerField(null=True, blank=True, help_text="Tokens per budget period.")
+    spend_budget = models.DecimalField(
+        max_digits=12, decimal_places=4, null=True, blank=True, help_text="USD per budget period."
+    )
+    budget_period = models.CharField(max_length=10, choices=BudgetPeriod.choices, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class UserLimits(LimitFields):
+    """Defaults a user's keys inherit where the key sets nothing."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="gateway_limits")
+
+    class Meta:
+        verbose_name = "user limits"
+        verbose_name_plural = "user limits"
+
+    def __str__(self) -> str:
+        return f"limits of {self.user}"
+
+
+class APIKey(LimitFields):
     """A caller's credential. Only a SHA-256 hash and a short visible prefix are stored."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
@@ -97,7 +135,7 @@ class RequestLog(models.Model):
     usage_estimated = models.BooleanField(
         default=False, help_text="The upstream reported no usage (e.g. a stream cut short); counted by the gateway."
     )
-    cost = models.DecimalField(max_digits=16, decimal_places=8, default=Decimal("0"))
+    cost = models.DecimalField(max_digits=18, decimal_places=9, default=Decimal("0"), help_text="USD.")
     latency_ms = models.PositiveIntegerField(default=0)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time to first chunk (streams).")
     finish_reason = models.CharField(max_length=32, blank=True)
@@ -118,3 +156,53 @@ class RequestLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.model} {self.status_code}"
+
+
+class UsageDaily(models.Model):
+    """Per day, key and model: the sums of the request log, maintained as rows are written.
+
+    `key_id`/`user_id` are plain integers (0 = none, e.g. a request with a bad key) so the
+    unique constraint, and with it the atomic upsert, also covers requests without a key.
+    """
+
+    day = models.DateField()
+    key_id = models.BigIntegerField(default=0)
+    user_id = models.BigIntegerField(default=0)
+    model = models.CharField(max_length=200)
+    requests = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+    cost_nanos = models.BigIntegerField(default=0, help_text="Cost in 1e-9 USD (integer: sums stay exact).")
+    latency_ms_total = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "daily usage"
+        verbose_name_plural = "daily usage"
+        constraints = [models.UniqueConstraint(fields=["day", "key_id", "model"], name="usage_daily_unique")]
+        indexes = [models.Index(fields=["user_id", "day"]), models.Index(fields=["day"])]
+
+    def __str__(self) -> str:
+        return f"{self.day} key {self.key_id} {self.model}: {self.requests} requests"
+
+    @property
+    def cost(self) -> Decimal:
+        return Decimal(self.cost_nanos) / NANOS
+
+
+# Upper bounds (ms) of the latency histogram buckets; the last bucket is open-ended.
+LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
+
+
+class LatencyDaily(models.Model):
+    """Per day and model: how many requests fell in each latency bucket (for percentiles)."""
+
+    day = models.DateField()
+    model = models.CharField(max_length=200)
+    bucket_ms = models.PositiveIntegerField(help_text="Upper bound of the bucket; 0 = above the largest.")
+    count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "daily latency histogram"
+        constraints = [models.UniqueConstraint(fields=["day", "model", "bucket_ms"], name="latency_daily_unique")]

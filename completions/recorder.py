@@ -21,9 +21,10 @@ from typing import Any, Callable
 
 from django.db import close_old_connections, transaction
 
+from . import pricing
+
 logger = logging.getLogger(__name__)
 
-MILLION = Decimal(1_000_000)
 
 
 @dataclass(slots=True)
@@ -85,8 +86,12 @@ class RequestRecord:
 
     @property
     def cost(self) -> Decimal:
-        """Cost in USD from the route's prices per million tokens."""
-        return (self.prompt_tokens * self.input_price + self.completion_tokens * self.output_price) / MILLION
+        """Cost in USD from the route's prices per million tokens, to the nano-dollar."""
+        return pricing.cost(self.prompt_tokens, self.completion_tokens, self.input_price, self.output_price)
+
+    @property
+    def cost_nanos(self) -> int:
+        return pricing.cost_nanos(self.prompt_tokens, self.completion_tokens, self.input_price, self.output_price)
 
     @property
     def is_error(self) -> bool:

@@ -9,7 +9,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from .keys import forget_cached
-from .models import APIKey, ModelRoute
+from .models import APIKey, ModelRoute, UserLimits
 from .routing import bump_version
 
 
@@ -20,8 +20,18 @@ def _key_changed(sender: Any, instance: APIKey, **kwargs: Any) -> None:
 
 @receiver(post_save, sender=settings.AUTH_USER_MODEL)
 def _user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
-    # A deactivated user's keys stop working; limits they pass to keys change.
-    for key_hash in APIKey.objects.filter(user=instance).values_list("key_hash", flat=True):
+    # A deactivated user's keys stop working.
+    _forget_user_keys(instance.pk)
+
+
+@receiver((post_save, post_delete), sender=UserLimits)
+def _user_limits_changed(sender: Any, instance: UserLimits, **kwargs: Any) -> None:
+    # The defaults a user's keys inherit changed.
+    _forget_user_keys(instance.user_id)
+
+
+def _forget_user_keys(user_id: int) -> None:
+    for key_hash in APIKey.objects.filter(user_id=user_id).values_list("key_hash", flat=True):
         forget_cached(key_hash)
 
 

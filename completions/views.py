@@ -33,6 +33,12 @@ def json_response(payload: Any, status: int = 200) -> HttpResponse:
     return response
 
 
+def with_headers(response: HttpResponseBase, headers: dict[str, str]) -> HttpResponseBase:
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
 def sse_response(events: Any) -> StreamingHttpResponse:
     """`text/event-stream` over an async iterator of SSE bytes, with buffering disabled."""
     response = StreamingHttpResponse(events, content_type="text/event-stream")
@@ -120,12 +126,12 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         body = parse_json_object(request.body)
         _describe(record, body)
         chat_request = validate(ChatCompletionRequest, body)
-        result = await chat.create(chat_request, record)
-        if isinstance(result, dict):
+        outcome = await chat.create(chat_request, record, caller)
+        if outcome.body is not None:
             if settings.GATEWAY_LOG_CONTENT:
-                record.response_text = "\n".join(c["message"].get("content") or "" for c in result["choices"])
-            return json_response(result)
-        return sse_response(result)
+                record.response_text = "\n".join(c["message"].get("content") or "" for c in outcome.body["choices"])
+            return with_headers(json_response(outcome.body), outcome.headers)
+        return with_headers(sse_response(outcome.stream), outcome.headers)
 
     return await logged(record, work)
 
@@ -141,7 +147,8 @@ async def create_embeddings(request: HttpRequest) -> HttpResponseBase:
         body = parse_json_object(request.body)
         _describe(record, body)
         embedding_request = validate(EmbeddingRequest, body)
-        return json_response(await embeddings.create(embedding_request, record))
+        outcome = await embeddings.create(embedding_request, record, caller)
+        return with_headers(json_response(outcome.body), outcome.headers)
 
     return await logged(record, work)
 
@@ -149,19 +156,20 @@ async def create_embeddings(request: HttpRequest) -> HttpResponseBase:
 @api_view("GET")
 async def list_models(request: HttpRequest) -> HttpResponseBase:
     """GET /v1/models: the models this key may use."""
-    await authenticate(request)
+    caller = await authenticate(request)
     table = await router.table()
-    data = [model_entry(name, table.routes_for(name)[0].provider, STARTED) for name in table.model_ids()]
+    names = [name for name in table.model_ids() if caller.limits.allows(name)]
+    data = [model_entry(name, table.routes_for(name)[0].provider, STARTED) for name in names]
     return json_response({"object": "list", "data": data})
 
 
 @api_view("GET")
 async def retrieve_model(request: HttpRequest, model: str) -> HttpResponseBase:
     """GET /v1/models/{model}."""
-    await authenticate(request)
+    caller = await authenticate(request)
     table = await router.table()
     routes = table.routes_for(model)
-    if not routes:
+    if not routes or not caller.limits.allows(model):
         raise ModelNotFound(model)
     return json_response(model_entry(model, routes[0].provider, STARTED))
 

@@ -1,0 +1,190 @@
+"""Usage accounting: the daily roll-ups kept beside the request log, and the read-side selectors.
+
+`rollup()` runs in the log writer's transaction for every batch of rows, so a
+row and its share of the roll-ups are committed together: totals never need
+a scan of the log, and the two always agree. The selectors are what the
+management API, the admin and the dashboard read.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone as dt_timezone
+from decimal import Decimal
+from typing import Any, Iterable
+
+from django.db import connection
+from django.db.models import QuerySet, Sum
+from django.utils import timezone
+
+from .models import LATENCY_BUCKETS_MS, NANOS, LatencyDaily, UsageDaily
+from .recorder import RequestRecord
+
+SUM_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost_nanos", "latency_ms_total")
+
+
+def bucket_for(latency_ms: int) -> int:
+    """The latency bucket (its upper bound in ms; 0 above the largest) a request falls in."""
+    i = bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)
+    return LATENCY_BUCKETS_MS[i] if i < len(LATENCY_BUCKETS_MS) else 0
+
+
+def _utc_day(moment: datetime) -> date:
+    return moment.astimezone(dt_timezone.utc).date() if moment.tzinfo else moment.date()
+
+
+def aggregate(records: Iterable[RequestRecord]) -> tuple[dict[tuple[Any, ...], list[int]], dict[tuple[Any, ...], int]]:
+    """Sum a batch per (day, key, model) and per (day, model, latency bucket)."""
+    usage: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * (len(SUM_FIELDS) + 1))
+    latency: dict[tuple[Any, ...], int] = defaultdict(int)
+    for r in records:
+        day = _utc_day(r.created_at)
+        model = r.model[:200]
+        sums = usage[(day, r.key_id or 0, model)]
+        sums[0] += 1
+        sums[1] += 1 if r.is_error else 0
+        sums[2] += r.prompt_tokens
+        sums[3] += r.completion_tokens
+        sums[4] += r.total_tokens
+        sums[5] += r.cost_nanos
+        sums[6] += r.latency_ms
+        sums[7] = r.user_id or sums[7]
+        latency[(day, model, bucket_for(r.latency_ms))] += 1
+    return usage, latency
+
+
+def _upsert_sql(table: str, keys: tuple[str, ...], sums: tuple[str, ...], also: tuple[str, ...] = ()) -> str:
+    columns = keys + sums + also
+    updates = [f"{c} = {table}.{c} + excluded.{c}" for c in sums] + [f"{c} = excluded.{c}" for c in also]
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(updates)}"
+    )
+
+
+_USAGE_SQL = _upsert_sql(UsageDaily._meta.db_table, ("day", "key_id", "model"), SUM_FIELDS, ("user_id",))
+_LATENCY_SQL = _upsert_sql(LatencyDaily._meta.db_table, ("day", "model", "bucket_ms"), ("count",))
+
+
+def rollup(records: list[RequestRecord]) -> None:
+    """Request-log hook: add a batch to the daily roll-ups with atomic increments (any number of writers)."""
+    usage, latency = aggregate(records)
+    usage_rows = [(day, key, model, *sums[:-1], sums[-1]) for (day, key, model), sums in sorted(usage.items())]
+    latency_rows = [(day, model, bucket, count) for (day, model, bucket), count in sorted(latency.items())]
+    with connection.cursor() as cursor:
+        cursor.executemany(_USAGE_SQL, usage_rows)
+        cursor.executemany(_LATENCY_SQL, latency_rows)
+
+
+# ---- selectors -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose usage to read: everything (staff), one user's, one key's; optionally one model."""
+
+    user_id: int | None = None
+    key_id: int | None = None
+    model: str | None = None
+
+    def filter(self, qs: QuerySet[UsageDaily]) -> QuerySet[UsageDaily]:
+        if self.user_id is not None:
+            qs = qs.filter(user_id=self.user_id)
+        if self.key_id is not None:
+            qs = qs.filter(key_id=self.key_id)
+        if self.model:
+            qs = qs.filter(model=self.model)
+        return qs
+
+
+def _totals(row: dict[str, Any]) -> dict[str, Any]:
+    out = {f: int(row.get(f) or 0) for f in SUM_FIELDS}
+    out["cost"] = Decimal(out.pop("cost_nanos")) / NANOS
+    out["error_rate"] = out["errors"] / out["requests"] if out["requests"] else 0.0
+    out["avg_latency_ms"] = out.pop("latency_ms_total") / out["requests"] if out["requests"] else 0.0
+    return out
+
+
+def usage_rows(start: date, end: date, scope: Scope = Scope(), group_by: tuple[str, ...] = ("day",)) -> list[dict[str, Any]]:
+    """Sums between `start` and `end` (inclusive) grouped by any of day, key_id, user_id, model."""
+    qs = scope.filter(UsageDaily.objects.filter(day__gte=start, day__lte=end))
+    rows = qs.values(*group_by).annotate(**{f: Sum(f) for f in SUM_FIELDS}).order_by(*group_by)
+    return [{**{g: row[g] for g in group_by}, **_totals(row)} for row in rows]
+
+
+def usage_total(start: date, end: date, scope: Scope = Scope()) -> dict[str, Any]:
+    row = scope.filter(UsageDaily.objects.filter(day__gte=start, day__lte=end)).aggregate(**{f: Sum(f) for f in SUM_FIELDS})
+    return _totals(row)
+
+
+def top(start: date, end: date, by: str, scope: Scope = Scope(), limit: int = 10, order: str = "cost_nanos") -> list[dict[str, Any]]:
+    """The `limit` largest keys or models in the range, by cost then requests."""
+    qs = scope.filter(UsageDaily.objects.filter(day__gte=start, day__lte=end))
+    rows = qs.values(by).annotate(**{f: Sum(f) for f in SUM_FIELDS}).order_by(f"-{order}", "-requests")[:limit]
+    return [{by: row[by], **_totals(row)} for row in rows]
+
+
+def latency_percentiles(start: date, end: date, model: str | None = None, percentiles: Iterable[int] = (50, 90, 99)) -> dict[int, int | None]:
+    """Latency percentiles (ms, the upper bound of the bucket they fall in) from the histogram roll-up."""
+    qs = LatencyDaily.objects.filter(day__gte=start, day__lte=end)
+    if model:
+        qs = qs.filter(model=model)
+    counts = {row["bucket_ms"]: row["n"] for row in qs.values("bucket_ms").annotate(n=Sum("count"))}
+    ordered = [(b, counts.get(b, 0)) for b in LATENCY_BUCKETS_MS] + [(0, counts.get(0, 0))]
+    total = sum(n for _, n in ordered)
+    out: dict[int, int | None] = {}
+    for p in percentiles:
+        if not total:
+            out[p] = None
+            continue
+        threshold, seen = total * p / 100, 0
+        for bucket, n in ordered:
+            seen += n
+            if seen >= threshold:
+                out[p] = bucket if bucket else LATENCY_BUCKETS_MS[-1] * 2
+                break
+    return out
+
+
+def month_start(today: date | None = None) -> date:
+    today = today or timezone.now().date()
+    return today.replace(day=1)
+
+
+def period_start(period: str, today: date | None = None) -> date | None:
+    """First day counted by a budget period (None: since the beginning)."""
+    return month_start(today) if period == "month" else None
+
+
+def spent(key_id: int, period: str, today: date | None = None) -> tuple[int, int]:
+    """(tokens, cost in nanos) a key used in its current budget period, from the roll-ups."""
+    qs = UsageDaily.objects.filter(key_id=key_id)
+    start = period_start(period, today)
+    if start is not None:
+        qs = qs.filter(day__gte=start)
+    row = qs.aggregate(tokens=Sum("total_tokens"), cost=Sum("cost_nanos"))
+    return int(row["tokens"] or 0), int(row["cost"] or 0)
+
+
+def month_usage_by_key(key_ids: Iterable[int], today: date | None = None) -> dict[int, dict[str, Any]]:
+    """This month's totals for each of `key_ids` (one query)."""
+    start = month_start(today)
+    rows = (
+        UsageDaily.objects.filter(day__gte=start, key_id__in=list(key_ids))
+        .values("key_id")
+        .annotate(**{f: Sum(f) for f in SUM_FIELDS})
+    )
+    return {row["key_id"]: _totals(row) for row in rows}
+
+
+def date_range(days: int, end: date | None = None) -> tuple[date, date]:
+    end = end or timezone.now().date()
+    return end - timedelta(days=days - 1), end
+
+
+__all__ = [
+    "Scope", "bucket_for", "rollup", "usage_rows", "usage_total", "top", "latency_percentiles",
+    "spent", "month_usage_by_key", "date_range",
+]
