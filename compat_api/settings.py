@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "completions",
 ]
 
@@ -132,6 +133,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Keys, usage and request logs of the OpenAI-compatible gateway.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the vendored sidecar package: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 LOGGING = {
@@ -140,7 +144,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
+    # Provider SDKs log every upstream request at INFO through httpx/httpx2: too chatty for a gateway.
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+        "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+    },
 }
 
 # ---- Gateway settings -------------------------------------------------------
@@ -163,3 +172,5 @@ GATEWAY_RETRY_BASE_SECONDS = env.float("GATEWAY_RETRY_BASE_SECONDS", default=0.2
 GATEWAY_MAX_RETRY_AFTER = env.float("GATEWAY_MAX_RETRY_AFTER", default=5.0)
 GATEWAY_BREAKER_FAILURES = env.int("GATEWAY_BREAKER_FAILURES", default=5)
 GATEWAY_BREAKER_COOLDOWN = env.float("GATEWAY_BREAKER_COOLDOWN", default=30.0)
+# Add `x-gateway-worker: <pid>` to responses (to see how requests spread over workers).
+GATEWAY_DEBUG_HEADERS = env.bool("GATEWAY_DEBUG_HEADERS", default=False)

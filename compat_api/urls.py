@@ -3,8 +3,12 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from completions.dashboard import dashboard_view
+
 urlpatterns = [
+    path("admin/usage/", admin.site.admin_view(dashboard_view), name="usage-dashboard"),
     path("admin/", admin.site.urls),
+    path("api/", include("completions.api.urls")),
     path("", include("completions.urls")),
 ]
 

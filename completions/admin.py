@@ -1,27 +1,72 @@
-"""Admin: keys (secret shown once), routes, and the read-only request log."""
+"""Admin: keys (secret shown once, limits, this month's usage), routes, user limits,
+the read-only request log (filters, CSV export) and the daily roll-ups."""
 
 from __future__ import annotations
 
+import csv
+from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.core.exceptions import PermissionDenied
+from django.db.models import OuterRef, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils import timezone
 
 from .keys import assign_secret, revoke_api_key
-from .models import APIKey, ModelRoute, RequestLog
+from .models import NANOS, APIKey, ModelRoute, RequestLog, UsageDaily, UserLimits
+from .usage import month_start
+
+
+LIMIT_FIELDSET = (
+    "Limits (blank: inherit the user's defaults)",
+    {"fields": ("allowed_models", ("rpm_limit", "tpm_limit"), ("token_budget", "spend_budget", "budget_period"))},
+)
 
 
 @admin.register(APIKey)
 class APIKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "prefix", "user", "created_at", "last_used_at", "expires_at", "status")
+    list_display = (
+        "name", "prefix", "user", "status", "month_requests", "month_tokens", "month_cost",
+        "rpm_limit", "tpm_limit", "spend_budget", "last_used_at", "expires_at",
+    )
     list_filter = ("revoked_at", "expires_at", "user")
     search_fields = ("name", "prefix", "user__username")
     readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
-    fields = ("user", "name", "prefix", "expires_at", "created_at", "last_used_at", "revoked_at")
+    fieldsets = (
+        (None, {"fields": ("user", "name", "prefix", "expires_at", "created_at", "last_used_at", "revoked_at")}),
+        LIMIT_FIELDSET,
+    )
+    list_select_related = ("user",)
     actions = ["revoke_selected"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[APIKey]:
+        """Each key with this month's usage from the roll-ups (subqueries, no log scan)."""
+        month = UsageDaily.objects.filter(key_id=OuterRef("pk"), day__gte=month_start()).values("key_id")
+
+        def total(field: str) -> Any:
+            return Coalesce(Subquery(month.annotate(s=Sum(field)).values("s")[:1]), 0)
+
+        return super().get_queryset(request).annotate(
+            month_requests=total("requests"), month_tokens=total("total_tokens"), month_cost_nanos=total("cost_nanos")
+        )
+
+    @admin.display(description="requests this month", ordering="month_requests")
+    def month_requests(self, obj: APIKey) -> int:
+        return getattr(obj, "month_requests", 0)
+
+    @admin.display(description="tokens this month", ordering="month_tokens")
+    def month_tokens(self, obj: APIKey) -> int:
+        return getattr(obj, "month_tokens", 0)
+
+    @admin.display(description="cost this month (USD)", ordering="month_cost_nanos")
+    def month_cost(self, obj: APIKey) -> str:
+        return f"{Decimal(getattr(obj, 'month_cost_nanos', 0)) / NANOS:.4f}"
 
     @admin.display(description="status")
     def status(self, obj: APIKey) -> str:
@@ -66,6 +111,20 @@ class ModelRouteAdmin(admin.ModelAdmin):
     list_editable = ("weight", "enabled")
 
 
+CSV_FIELDS = (
+    "created_at", "request_id", "endpoint", "key_prefix", "api_key_id", "user_id", "model", "provider", "upstream_model",
+    "stream", "status_code", "error_type", "error_code", "prompt_tokens", "completion_tokens", "total_tokens",
+    "usage_estimated", "cost", "latency_ms", "ttft_ms", "finish_reason", "client_disconnected", "end_user",
+)
+
+
+class _Echo:
+    """A file-like object whose write() returns what it was given (for streaming CSV)."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
 @admin.register(RequestLog)
 class RequestLogAdmin(admin.ModelAdmin):
     list_display = (
@@ -86,3 +145,58 @@ class RequestLogAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def get_urls(self) -> list[Any]:
+        extra = [path("export/", self.admin_site.admin_view(self.export_csv), name="completions_requestlog_export")]
+        return extra + super().get_urls()
+
+    def export_csv(self, request: HttpRequest) -> StreamingHttpResponse:
+        """The rows the change list shows with the current filters and search, as CSV (streamed)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        queryset = self.get_changelist_instance(request).get_queryset(request)
+        writer = csv.writer(_Echo())
+
+        def rows() -> Any:
+            yield writer.writerow(CSV_FIELDS)
+            for values in queryset.values_list(*CSV_FIELDS).iterator(chunk_size=2000):
+                yield writer.writerow(values)
+
+        response = StreamingHttpResponse(rows(), content_type="text/csv")
+        response["Content-Disposition"] = 'attachment; filename="request-log.csv"'
+        return response
+
+
+@admin.register(UsageDaily)
+class UsageDailyAdmin(admin.ModelAdmin):
+    """The daily roll-ups, read-only (they are maintained as log rows are written)."""
+
+    list_display = ("day", "key_id", "user_id", "model", "requests", "errors", "total_tokens", "cost")
+    list_filter = ("model",)
+    date_hierarchy = "day"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class UserLimitsInline(admin.StackedInline):
+    model = UserLimits
+    can_delete = True
+    verbose_name_plural = "Default limits for this user's keys"
+    fields = LIMIT_FIELDSET[1]["fields"]
+
+
+User = get_user_model()
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+
+
+@admin.register(User)
+class GatewayUserAdmin(UserAdmin):
+    inlines = [*UserAdmin.inlines, UserLimitsInline]

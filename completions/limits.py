@@ -71,7 +71,7 @@ def effective(key: dict[str, Any], user: dict[str, Any] | None) -> Limits:
 
     def pick(name: str) -> Any:
         value = key.get(name)
-        return value if value not in (None, "") else user.get(name)
+        return value if value not in (None, "", []) else user.get(name)
 
     spend = pick("spend_budget")
     return Limits(

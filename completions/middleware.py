@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from typing import Awaitable, Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.decorators import async_only_middleware
 
@@ -34,6 +36,8 @@ def request_id_middleware(
         request.request_id = request_id  # type: ignore[attr-defined]
         response = await get_response(request)
         response["x-request-id"] = request_id
+        if settings.GATEWAY_DEBUG_HEADERS:
+            response["x-gateway-worker"] = str(os.getpid())
         return response
 
     return middleware

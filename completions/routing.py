@@ -54,9 +54,9 @@ BUILTIN_MODELS: dict[str, tuple[str, list[tuple[str, str, str, str]]]] = {
     "anthropic": (
         "ANTHROPIC_API_KEY",
         [
-            ("claude-sonnet-4-5", "claude-sonnet-4-5", "3.00", "15.00"),
+            ("claude-sonnet-4-6", "claude-sonnet-4-6", "3.00", "15.00"),
             ("claude-haiku-4-5", "claude-haiku-4-5", "1.00", "5.00"),
-            ("claude-opus-4-1", "claude-opus-4-1", "15.00", "75.00"),
+            ("claude-opus-4-6", "claude-opus-4-6", "5.00", "25.00"),
         ],
     ),
     "openai": (

@@ -118,7 +118,11 @@ class FakeUpstream:
     def start(self) -> "FakeUpstream":
         from tests.conftest import ServerThread
 
-        self._server = ServerThread(self.app).start()
+        async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await self.app(scope, receive, send)
+
+        # A plain coroutine function: uvicorn would take the bound method for an ASGI2 app.
+        self._server = ServerThread(asgi).start()
         return self
 
     def stop(self) -> None:

@@ -1,0 +1,97 @@
+"""Management API representations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from ..models import APIKey, RequestLog
+
+LIMIT_FIELDS = ("allowed_models", "rpm_limit", "tpm_limit", "token_budget", "spend_budget", "budget_period")
+
+
+class APIKeySerializer(serializers.ModelSerializer):
+    """A key as its owner sees it: never the secret (only `prefix`), except once at creation."""
+
+    status = serializers.SerializerMethodField()
+    user = serializers.CharField(source="user.username", read_only=True)
+
+    class Meta:
+        model = APIKey
+        fields = ("id", "name", "prefix", "user", "status", "created_at", "last_used_at", "expires_at", "revoked_at", *LIMIT_FIELDS)
+        read_only_fields = ("id", "prefix", "user", "status", "created_at", "last_used_at", "revoked_at", *LIMIT_FIELDS)
+
+    def get_status(self, obj: APIKey) -> str:
+        from django.utils import timezone
+
+        if obj.revoked_at:
+            return "revoked"
+        if obj.expires_at and obj.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+
+class StaffAPIKeySerializer(APIKeySerializer):
+    """Staff may also set a key's limits and create keys for any user."""
+
+    user_id = serializers.IntegerField(write_only=True, required=False)
+
+    class Meta(APIKeySerializer.Meta):
+        fields = (*APIKeySerializer.Meta.fields, "user_id")
+        read_only_fields = ("id", "prefix", "user", "status", "created_at", "last_used_at", "revoked_at")
+
+    def validate_allowed_models(self, value: Any) -> Any:
+        if value is not None and (not isinstance(value, list) or not all(isinstance(m, str) for m in value)):
+            raise serializers.ValidationError("Must be a list of model ids.")
+        return value
+
+
+class CreatedAPIKeySerializer(APIKeySerializer):
+    """The answer to a creation: the only time the secret is shown."""
+
+    secret = serializers.CharField(read_only=True, help_text="The full key. Shown once; store it now.")
+
+    class Meta(APIKeySerializer.Meta):
+        fields = (*APIKeySerializer.Meta.fields, "secret")
+
+
+class RequestLogSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RequestLog
+        fields = (
+            "id", "created_at", "request_id", "endpoint", "api_key", "key_prefix", "model", "provider",
+            "upstream_model", "stream", "status_code", "error_type", "error_code", "error_message",
+            "prompt_tokens", "completion_tokens", "total_tokens", "usage_estimated", "cost", "latency_ms", "ttft_ms",
+            "finish_reason", "client_disconnected", "attempts", "end_user", "metadata",
+        )
+
+
+class UsageRowSerializer(serializers.Serializer):
+    day = serializers.DateField(required=False)
+    key_id = serializers.IntegerField(required=False)
+    model = serializers.CharField(required=False)
+    requests = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    error_rate = serializers.FloatField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+    cost = serializers.DecimalField(max_digits=20, decimal_places=9)
+    avg_latency_ms = serializers.FloatField()
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    """Query parameters of /api/usage/."""
+
+    start = serializers.DateField(required=False, help_text="First day (UTC), default 30 days ago.")
+    end = serializers.DateField(required=False, help_text="Last day (UTC), default today.")
+    group_by = serializers.ChoiceField(choices=["day", "key", "model", "total"], default="day")
+    key = serializers.IntegerField(required=False)
+    model = serializers.CharField(required=False)
+    user = serializers.IntegerField(required=False, help_text="Staff only: one user's usage.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("start") and attrs.get("end") and attrs["start"] > attrs["end"]:
+            raise serializers.ValidationError({"start": "must not be after end"})
+        return attrs

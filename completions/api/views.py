@@ -1,0 +1,138 @@
+"""Management API: a user's own keys, usage and request log; staff see everyone's."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import usage
+from ..keys import create_api_key, revoke_api_key
+from ..models import APIKey, RequestLog
+from .serializers import (
+    APIKeySerializer,
+    CreatedAPIKeySerializer,
+    RequestLogSerializer,
+    StaffAPIKeySerializer,
+    UsageQuerySerializer,
+    UsageRowSerializer,
+)
+
+
+def is_staff(request: Request) -> bool:
+    return bool(request.user and request.user.is_staff)
+
+
+class KeyViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
+):
+    """List, create (secret shown once), rename and revoke API keys. Another user's key is a 404."""
+
+    queryset = APIKey.objects.none()  # for the schema; get_queryset scopes the real one
+
+    def get_queryset(self) -> QuerySet[APIKey]:
+        qs = APIKey.objects.select_related("user").order_by("-created_at", "-id")
+        if is_staff(self.request):
+            user = self.request.query_params.get("user")
+            return qs.filter(user_id=user) if user and user.isdigit() else qs
+        return qs.filter(user=self.request.user)
+
+    def get_serializer_class(self) -> type[serializers.Serializer]:
+        return StaffAPIKeySerializer if is_staff(self.request) else APIKeySerializer
+
+    @extend_schema(responses={201: CreatedAPIKeySerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        fields = dict(serializer.validated_data)
+        owner = request.user
+        user_id = fields.pop("user_id", None)
+        if user_id is not None:
+            owner = get_object_or_404(get_user_model(), pk=user_id)
+        key, secret = create_api_key(owner, fields.pop("name"), **fields)
+        body = CreatedAPIKeySerializer(key).data
+        body["secret"] = secret
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
+
+    @extend_schema(request=None, responses=APIKeySerializer)
+    @action(detail=True, methods=["post"])
+    def revoke(self, request: Request, pk: str | None = None) -> Response:
+        key = self.get_object()
+        revoke_api_key(key)
+        return Response(self.get_serializer(key).data)
+
+
+class LogPagination(CursorPagination):
+    ordering = "-id"
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+LOG_FILTERS = [
+    OpenApiParameter("key", int), OpenApiParameter("model", str), OpenApiParameter("provider", str),
+    OpenApiParameter("status", int), OpenApiParameter("stream", bool), OpenApiParameter("request_id", str),
+    OpenApiParameter("since", str, description="ISO date or datetime"), OpenApiParameter("until", str),
+    OpenApiParameter("user", int, description="Staff only"),
+]
+
+
+@extend_schema(parameters=LOG_FILTERS)
+class LogViewSet(viewsets.ReadOnlyModelViewSet):
+    """The request log, newest first, with filters and cursor pagination."""
+
+    serializer_class = RequestLogSerializer
+    pagination_class = LogPagination
+    queryset = RequestLog.objects.none()  # for the schema; get_queryset scopes the real one
+
+    def get_queryset(self) -> QuerySet[RequestLog]:
+        qs = RequestLog.objects.all()
+        params = self.request.query_params
+        if is_staff(self.request):
+            if params.get("user", "").isdigit():
+                qs = qs.filter(user_id=params["user"])
+        else:
+            qs = qs.filter(user=self.request.user)
+        filters = {
+            "key": "api_key_id", "model": "model", "provider": "provider", "status": "status_code",
+            "request_id": "request_id", "since": "created_at__gte", "until": "created_at__lt",
+        }
+        for param, lookup in filters.items():
+            if params.get(param):
+                qs = qs.filter(**{lookup: params[param]})
+        if params.get("stream") in ("true", "false"):
+            qs = qs.filter(stream=params["stream"] == "true")
+        return qs
+
+
+class UsageView(APIView):
+    """Usage from the daily roll-ups: by day, key or model, or one total."""
+
+    @extend_schema(parameters=[UsageQuerySerializer], responses=UsageRowSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        query = UsageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        q = query.validated_data
+        end = q.get("end") or timezone.now().date()
+        start = q.get("start") or end - timedelta(days=29)
+        user_id = q.get("user") if is_staff(request) else request.user.pk
+        if q.get("key") is not None and not is_staff(request):
+            get_object_or_404(APIKey, pk=q["key"], user=request.user)
+        scope = usage.Scope(user_id=user_id, key_id=q.get("key"), model=q.get("model"))
+        group = q["group_by"]
+        if group == "total":
+            rows = [usage.usage_total(start, end, scope)]
+        else:
+            rows = usage.usage_rows(start, end, scope, ({"key": "key_id"}.get(group, group),))
+        return Response({"start": start, "end": end, "group_by": group, "data": UsageRowSerializer(rows, many=True).data})
