@@ -39,7 +39,7 @@ from tests.fakes.anthropic import (
 from tests.fakes.base import Gate, Reply
 from tests.openapi import assert_valid, without_extensions
 
-ROUTE = Route(model_name="claude-test", provider="anthropic", upstream_model="claude-sonnet-4-5")
+ROUTE = Route(model_name="claude-test", provider="anthropic", upstream_model="claude-sonnet-4-6")
 HELLO = [{"role": "user", "content": "hello"}]
 WEATHER_TOOL = {
     "type": "function",
@@ -77,7 +77,7 @@ def user_text(value: str) -> dict[str, Any]:
 
 def test_minimal_request_body() -> None:
     assert params() == {
-        "model": "claude-sonnet-4-5",
+        "model": "claude-sonnet-4-6",
         "max_tokens": 4096,
         "messages": [{"role": "user", "content": [user_text("hello")]}],
     }
@@ -114,7 +114,7 @@ def test_system_developer_and_merged_turns() -> None:
 )
 def test_max_tokens_default_and_override(body: dict[str, Any], route_options: dict[str, Any], expected: int) -> None:
     route = Route(
-        model_name="claude-test", provider="anthropic", upstream_model="claude-sonnet-4-5", options=route_options
+        model_name="claude-test", provider="anthropic", upstream_model="claude-sonnet-4-6", options=route_options
     )
     assert params(route, **body)["max_tokens"] == expected
 
@@ -307,7 +307,6 @@ def test_bad_tool_call_arguments_are_400_naming_them(arguments: str, needle: str
         ({"web_search_options": {}}, "web_search_options"),
         ({"functions": [{"name": "f"}]}, "functions"),
         ({"verbosity": "low"}, "verbosity"),
-        ({"prompt_cache_key": "k"}, "prompt_cache_key"),
         ({"service_tier": "flex"}, "service_tier"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
         (
@@ -459,9 +458,9 @@ def test_text_message_and_usage() -> None:
             output_tokens_details={"thinking_tokens": 4},
         ),
     )
-    out = convert_message(msg, "claude-sonnet-4-5")
+    out = convert_message(msg, "claude-sonnet-4-6")
     assert_valid(out, "CreateChatCompletionResponse")
-    assert out["id"].startswith("chatcmpl-") and out["model"] == "claude-sonnet-4-5"
+    assert out["id"].startswith("chatcmpl-") and out["model"] == "claude-sonnet-4-6"
     assert out["choices"] == [
         {
             "index": 0,
@@ -533,7 +532,7 @@ def test_tool_use_message() -> None:
 
 
 def translate(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    translator = StreamTranslator(p.ChunkFactory("claude-sonnet-4-5"))
+    translator = StreamTranslator(p.ChunkFactory("claude-sonnet-4-6"))
     chunks = [chunk for event in events for chunk in translator.feed(event)]
     return chunks + [translator.end()]
 
@@ -779,7 +778,7 @@ def claude(gateway: Any, fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatch) -
     ModelRoute.objects.create(
         model_name="claude-test",
         provider="anthropic",
-        upstream_model="claude-sonnet-4-5",
+        upstream_model="claude-sonnet-4-6",
         base_url=fake.url,
         api_key_env="TEST_ANTHROPIC_KEY",
         max_retries=0,
@@ -801,14 +800,14 @@ def test_e2e_completion_sends_key_and_body(client: Any, claude: str, fake: FakeA
     assert_valid(body, "CreateChatCompletionResponse")
     completion = raw.parse()
     assert completion.choices[0].message.content == "Bonjour." and completion.choices[0].finish_reason == "stop"
-    assert completion.model == "claude-sonnet-4-5"
+    assert completion.model == "claude-sonnet-4-6"
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (11, 3)
     (sent,) = fake.requests
     assert sent.path == "/v1/messages"
     assert sent.headers["authorization"] == "Bearer test-key"
     assert sent.headers["anthropic-version"]
     assert sent.json == {
-        "model": "claude-sonnet-4-5",
+        "model": "claude-sonnet-4-6",
         "max_tokens": 20,
         "messages": [{"role": "user", "content": [user_text("hello")]}],
         "system": [user_text("French")],
@@ -819,7 +818,7 @@ def test_e2e_completion_sends_key_and_body(client: Any, claude: str, fake: FakeA
     (row,) = log_rows(request_id=raw.headers["x-request-id"])
     assert (row.provider, row.upstream_model, row.prompt_tokens, row.completion_tokens) == (
         "anthropic",
-        "claude-sonnet-4-5",
+        "claude-sonnet-4-6",
         11,
         3,
     )

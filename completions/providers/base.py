@@ -57,8 +57,12 @@ class Route:
         return value
 
 
-# Parameters every provider handles (they shape the exchange, not the model's behaviour).
-CORE_PARAMS = frozenset({"model", "messages", "stream", "stream_options", "metadata", "user", "safety_identifier", "store"})
+# Parameters every provider handles: they shape the exchange, not the model's output.
+# `prompt_cache_key` is a best-effort cache-routing hint (OpenAI promises nothing with it);
+# providers that cache prompts do so on their own.
+CORE_PARAMS = frozenset(
+    {"model", "messages", "stream", "stream_options", "metadata", "user", "safety_identifier", "store", "prompt_cache_key"}
+)
 
 
 class Provider:

@@ -58,7 +58,7 @@ def message(
     content: list[dict[str, Any]],
     stop_reason: str = "end_turn",
     usage_: dict[str, Any] | None = None,
-    model: str = "claude-sonnet-4-5",
+    model: str = "claude-sonnet-4-6",
 ) -> dict[str, Any]:
     """An Anthropic `Message`."""
     return {
