@@ -4,11 +4,13 @@ from django.contrib import admin
 from django.urls import include, path
 
 from completions.dashboard import dashboard_view
+from completions.views import healthz
 
 urlpatterns = [
     path("admin/usage/", admin.site.admin_view(dashboard_view), name="usage-dashboard"),
     path("admin/", admin.site.urls),
     path("api/", include("completions.api.urls")),
+    path("healthz", healthz, name="healthz"),
     path("", include("completions.urls")),
 ]
 

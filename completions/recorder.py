@@ -190,6 +190,7 @@ class LogWriter:
         delay = self.retry_seconds
         while True:
             try:
+                close_old_connections()  # as a request would: drop a broken or expired connection
                 self.write(batch)
                 return
             except Exception:
@@ -204,7 +205,6 @@ class LogWriter:
         """Write one batch and run the hooks, in one transaction."""
         from .models import RequestLog
 
-        close_old_connections()
         rows = [to_row(r) for r in batch]
         with transaction.atomic():
             RequestLog.objects.bulk_create(rows)

@@ -174,6 +174,12 @@ async def retrieve_model(request: HttpRequest, model: str) -> HttpResponseBase:
     return json_response(model_entry(model, routes[0].provider, STARTED))
 
 
+@api_view("GET")
+async def healthz(request: HttpRequest) -> HttpResponseBase:
+    """GET /healthz: the process serves requests; how many log rows wait to be written."""
+    return json_response({"status": "ok", "log_backlog": recorder.writer.pending()})
+
+
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """Unknown URL: OpenAI's 404 envelope."""
     rid = getattr(request, "request_id", None)
