@@ -16,7 +16,6 @@ from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
-from django.utils import timezone
 
 from .keys import assign_secret, revoke_api_key
 from .models import NANOS, APIKey, ModelRoute, RequestLog, UsageDaily, UserLimits
@@ -70,11 +69,7 @@ class APIKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="status")
     def status(self, obj: APIKey) -> str:
-        if obj.revoked_at:
-            return "revoked"
-        if obj.expires_at and obj.expires_at <= timezone.now():
-            return "expired"
-        return "active"
+        return obj.status
 
     def save_model(self, request: HttpRequest, obj: APIKey, form: Any, change: bool) -> None:
         if not change:
@@ -125,17 +120,8 @@ class _Echo:
         return value
 
 
-@admin.register(RequestLog)
-class RequestLogAdmin(admin.ModelAdmin):
-    list_display = (
-        "created_at", "request_id", "key_prefix", "user", "model", "provider", "stream",
-        "status_code", "total_tokens", "cost", "latency_ms", "ttft_ms", "finish_reason", "client_disconnected",
-    )
-    list_filter = ("status_code", "stream", "provider", "model", "client_disconnected", "api_key", "user", "created_at")
-    date_hierarchy = "created_at"
-    search_fields = ("request_id",)
-    list_select_related = ("user",)
-    show_full_result_count = False
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the gateway writes itself: staff may look, nobody may add, edit or delete."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -145,6 +131,19 @@ class RequestLogAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(RequestLog)
+class RequestLogAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at", "request_id", "key_prefix", "user", "model", "provider", "stream",
+        "status_code", "total_tokens", "cost", "latency_ms", "ttft_ms", "finish_reason", "client_disconnected",
+    )
+    list_filter = ("status_code", "stream", "provider", "model", "client_disconnected", "api_key", "user", "created_at")
+    date_hierarchy = "created_at"
+    search_fields = ("request_id",)
+    list_select_related = ("user",)
+    show_full_result_count = False
 
     def get_urls(self) -> list[Any]:
         extra = [path("export/", self.admin_site.admin_view(self.export_csv), name="completions_requestlog_export")]
@@ -168,21 +167,12 @@ class RequestLogAdmin(admin.ModelAdmin):
 
 
 @admin.register(UsageDaily)
-class UsageDailyAdmin(admin.ModelAdmin):
-    """The daily roll-ups, read-only (they are maintained as log rows are written)."""
+class UsageDailyAdmin(ReadOnlyAdmin):
+    """The daily roll-ups (maintained as log rows are written)."""
 
     list_display = ("day", "key_id", "user_id", "model", "requests", "errors", "total_tokens", "cost")
     list_filter = ("model",)
     date_hierarchy = "day"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class UserLimitsInline(admin.StackedInline):

@@ -70,6 +70,15 @@ class APIKey(LimitFields):
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
 
+    @property
+    def status(self) -> str:
+        """active, expired or revoked."""
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at and self.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
 
 class Provider(models.TextChoices):
     MOCK = "mock", "Mock (offline)"

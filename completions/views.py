@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHt
 from . import chat, embeddings, recorder
 from .auth import Caller, authenticate
 from .errors import GatewayError, InternalError, MethodNotAllowed, ModelNotFound, NotFound, error_response
-from .protocol import ChatCompletionRequest, EmbeddingRequest, model_entry, parse_json_object, validate
+from .protocol import ChatCompletionRequest, EmbeddingRequest, Wire, model_entry, parse_json_object, validate
 from .recorder import RequestRecord
 from .routing import router
 
@@ -115,17 +115,22 @@ async def logged(record: RequestRecord, work: Callable[[], Awaitable[HttpRespons
     return response
 
 
+async def _accept(request: HttpRequest, record: RequestRecord, model: type[Wire]) -> tuple[Caller, Any]:
+    """Authenticate, parse and validate: the caller and the typed request, or the 4xx."""
+    caller = await authenticate(request)
+    _identify(record, caller)
+    body = parse_json_object(request.body)
+    _describe(record, body)
+    return caller, validate(model, body)
+
+
 @api_view("POST")
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     """POST /v1/chat/completions."""
     record = _start_record(request, "chat.completions")
 
     async def work() -> HttpResponseBase:
-        caller = await authenticate(request)
-        _identify(record, caller)
-        body = parse_json_object(request.body)
-        _describe(record, body)
-        chat_request = validate(ChatCompletionRequest, body)
+        caller, chat_request = await _accept(request, record, ChatCompletionRequest)
         outcome = await chat.create(chat_request, record, caller)
         if outcome.body is not None:
             if settings.GATEWAY_LOG_CONTENT:
@@ -142,11 +147,7 @@ async def create_embeddings(request: HttpRequest) -> HttpResponseBase:
     record = _start_record(request, "embeddings")
 
     async def work() -> HttpResponseBase:
-        caller = await authenticate(request)
-        _identify(record, caller)
-        body = parse_json_object(request.body)
-        _describe(record, body)
-        embedding_request = validate(EmbeddingRequest, body)
+        caller, embedding_request = await _accept(request, record, EmbeddingRequest)
         outcome = await embeddings.create(embedding_request, record, caller)
         return with_headers(json_response(outcome.body), outcome.headers)
 

@@ -14,22 +14,13 @@ LIMIT_FIELDS = ("allowed_models", "rpm_limit", "tpm_limit", "token_budget", "spe
 class APIKeySerializer(serializers.ModelSerializer):
     """A key as its owner sees it: never the secret (only `prefix`), except once at creation."""
 
-    status = serializers.SerializerMethodField()
+    status = serializers.CharField(read_only=True)
     user = serializers.CharField(source="user.username", read_only=True)
 
     class Meta:
         model = APIKey
         fields = ("id", "name", "prefix", "user", "status", "created_at", "last_used_at", "expires_at", "revoked_at", *LIMIT_FIELDS)
         read_only_fields = ("id", "prefix", "user", "status", "created_at", "last_used_at", "revoked_at", *LIMIT_FIELDS)
-
-    def get_status(self, obj: APIKey) -> str:
-        from django.utils import timezone
-
-        if obj.revoked_at:
-            return "revoked"
-        if obj.expires_at and obj.expires_at <= timezone.now():
-            return "expired"
-        return "active"
 
 
 class StaffAPIKeySerializer(APIKeySerializer):
