@@ -12,9 +12,9 @@ import orjson
 from . import recorder
 from .auth import Caller
 from .limits import Admission, check_model, limiter, settle_soon
-from .pricing import cost_nanos
 from .errors import GatewayError, InternalError, UpstreamError
 from .failover import call_with_failover, first_with_timeout, with_timeout
+from .pricing import cost_nanos
 from .protocol import ChatCompletionRequest, ChunkFactory, usage
 from .providers import Provider, Route
 from .recorder import RequestRecord
@@ -60,17 +60,16 @@ def route_headers(record: RequestRecord) -> dict[str, str]:
     return {"x-gateway-provider": record.provider, "x-gateway-attempts": str(len(record.attempts))}
 
 
-async def admit(caller: Caller, model: str, routes: list[Route], tokens: int, nanos: int) -> Admission:
-    """The key's limits for this request (404 for a model outside its list, 429 when over a limit)."""
-    check_model(caller.limits, model)
+async def admit(caller: Caller, tokens: int, nanos: int) -> Admission:
+    """Take the request's share of the key's limits (429 when over one)."""
     return await limiter().admit(caller.key_id, caller.limits, tokens, nanos)
 
 
 async def create(request: ChatCompletionRequest, record: RequestRecord, caller: Caller) -> Outcome:
     """Serve a chat completion: a whole response or, for `stream: true`, an SSE stream."""
-    check_model(caller.limits, request.model)
+    check_model(caller.limits, request.model)  # a model outside the key's list: 404
     routes = await router.resolve(request.model)
-    admission = await admit(caller, request.model, routes, *estimate(request, routes[0]))
+    admission = await admit(caller, *estimate(request, routes[0]))
     try:
         outcome = await _serve(request, record, routes, admission)
     except BaseException:
@@ -110,7 +109,7 @@ async def _serve(request: ChatCompletionRequest, record: RequestRecord, routes: 
 
     (first, stream), route = await call_with_failover(routes, record, router.provider, check, open_stream)
     use_route(record, route)
-    return Outcome(stream=relay(first, stream, request, record, route, admission))
+    return Outcome(stream=Relay(first, stream, request, record, route, admission))
 
 
 async def _chunks(
@@ -126,72 +125,111 @@ async def _chunks(
         yield chunk
 
 
-async def relay(
-    first: dict[str, Any],
-    stream: AsyncIterator[dict[str, Any]],
-    request: ChatCompletionRequest,
-    record: RequestRecord,
-    route: Route,
-    admission: Admission | None = None,
-) -> AsyncIterator[bytes]:
-    """SSE bytes for each chunk as it arrives; the record is written when the stream ends, however it ends."""
-    include_usage = request.include_usage
-    finish: dict[int, str] = {}
-    relayed_text: list[str] = []
-    got_usage = False
-    last: dict[str, Any] = first
-    try:
+class Relay:
+    """The SSE bytes of one stream, relayed chunk by chunk as the upstream produces them.
+
+    However the stream ends (done, upstream error, client gone, or closed before
+    its first byte was even asked for), `_finish()` runs exactly once: it closes
+    the upstream, completes the usage, settles the key's limits and queues the
+    log row.
+    """
+
+    def __init__(
+        self,
+        first: dict[str, Any],
+        stream: AsyncIterator[dict[str, Any]],
+        request: ChatCompletionRequest,
+        record: RequestRecord,
+        route: Route,
+        admission: Admission | None = None,
+    ) -> None:
+        self.first, self.stream, self.request, self.record, self.route, self.admission = first, stream, request, record, route, admission
+        self.finish_reasons: dict[int, str] = {}
+        self.relayed_text: list[str] = []
+        self.got_usage = False
+        self.finished = False
+        self._events = self._run()
+
+    def __aiter__(self) -> "Relay":
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop relaying; a stream closed before it ended counts as a client disconnect."""
+        if not self.finished:
+            self.record.client_disconnected = True
+        await self._events.aclose()  # runs _run's cleanup if it had started
+        await self._finish()  # and this one if it had not
+
+    async def _run(self) -> AsyncIterator[bytes]:
+        record, include_usage = self.record, self.request.include_usage
+        last = self.first
         try:
-            async for chunk in _chunks(first, stream, route.idle_timeout, route.provider):
-                last = chunk
-                choices = chunk["choices"]
-                if not choices and chunk.get("usage"):
-                    got_usage = True
-                    record.set_usage(chunk["usage"])
+            try:
+                async for chunk in _chunks(self.first, self.stream, self.route.idle_timeout, self.route.provider):
+                    last = chunk
+                    choices = chunk["choices"]
+                    if not choices and chunk.get("usage"):
+                        self.got_usage = True
+                        record.set_usage(chunk["usage"])
+                        if include_usage:
+                            yield sse(chunk)
+                        continue
+                    self._note(choices)
                     if include_usage:
-                        yield sse(chunk)
-                    continue
-                for c in choices:
-                    if c.get("finish_reason"):
-                        finish[c["index"]] = c["finish_reason"]
-                    content = (c.get("delta") or {}).get("content")
-                    if content:
-                        relayed_text.append(content)
-                if include_usage:
-                    chunk["usage"] = None
-                record.mark_first_chunk()
-                yield sse(chunk)
-            if not got_usage:
-                _estimate_usage(record, request, relayed_text)
-                if include_usage:
-                    yield sse(_usage_chunk(last, record))
-        except GatewayError as exc:
-            # The stream had started: end it with an error event, as OpenAI does.
-            record.fail(exc.status, exc.type, exc.code, exc.message)
-            yield sse(exc.body())
-        except Exception as exc:
-            logger.exception("stream from %s failed", route.label)
-            err = InternalError("The stream failed inside the gateway; it has been logged.")
-            record.fail(err.status, err.type, err.code, f"{type(exc).__name__}")
-            yield sse(err.body())
-        yield DONE
-    except (asyncio.CancelledError, GeneratorExit):
-        record.client_disconnected = True
-        raise
-    finally:
-        await _close(stream)
-        record.finish_reason = ",".join(sorted(set(finish.values())))
-        if not got_usage and not record.usage_estimated:
-            _estimate_usage(record, request, relayed_text)
-        settle_soon(admission, record.total_tokens, record.cost_nanos)
-        recorder.submit(record)
+                        chunk["usage"] = None
+                    record.mark_first_chunk()
+                    yield sse(chunk)
+                if not self.got_usage:
+                    self._estimate_usage()
+                    if include_usage:
+                        yield sse(_usage_chunk(last, record))
+            except GatewayError as exc:
+                # The stream had started: end it with an error event, as OpenAI does.
+                record.fail(exc.status, exc.type, exc.code, exc.message)
+                yield sse(exc.body())
+            except Exception as exc:
+                logger.exception("stream from %s failed", self.route.label)
+                err = InternalError("The stream failed inside the gateway; it has been logged.")
+                record.fail(err.status, err.type, err.code, f"{type(exc).__name__}")
+                yield sse(err.body())
+            yield DONE
+        except (asyncio.CancelledError, GeneratorExit):
+            record.client_disconnected = True
+            raise
+        finally:
+            await self._finish()
 
+    def _note(self, choices: list[dict[str, Any]]) -> None:
+        """Remember finish reasons and the text relayed (to count it if no usage comes)."""
+        for c in choices:
+            if c.get("finish_reason"):
+                self.finish_reasons[c["index"]] = c["finish_reason"]
+            content = (c.get("delta") or {}).get("content")
+            if content:
+                self.relayed_text.append(content)
 
-def _estimate_usage(record: RequestRecord, request: ChatCompletionRequest, relayed_text: list[str]) -> None:
-    """Count the tokens ourselves when the upstream reported none (e.g. the stream was cut short)."""
-    record.prompt_tokens = count_prompt(request.messages)
-    record.completion_tokens = count_tokens("".join(relayed_text))
-    record.usage_estimated = True
+    def _estimate_usage(self) -> None:
+        """Count the tokens ourselves when the upstream reported none (e.g. the stream was cut short)."""
+        self.record.prompt_tokens = count_prompt(self.request.messages)
+        self.record.completion_tokens = count_tokens("".join(self.relayed_text))
+        self.record.usage_estimated = True
+
+    async def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        record = self.record
+        try:
+            await _close(self.stream)
+        finally:
+            record.finish_reason = ",".join(sorted(set(self.finish_reasons.values())))
+            if not self.got_usage and not record.usage_estimated:
+                self._estimate_usage()
+            settle_soon(self.admission, record.total_tokens, record.cost_nanos)
+            recorder.submit(record)
 
 
 def _usage_chunk(last: dict[str, Any], record: RequestRecord) -> dict[str, Any]:

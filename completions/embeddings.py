@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import struct
+from decimal import Decimal
 from typing import Any
 
 from .auth import Caller
@@ -26,10 +27,10 @@ def encode_base64(vector: list[float]) -> str:
 async def create(request: EmbeddingRequest, record: RequestRecord, caller: Caller) -> Outcome:
     """A `CreateEmbeddingResponse` for `request`."""
     texts = request.texts  # token-array input is a 400 before any upstream call
-    check_model(caller.limits, request.model)
+    check_model(caller.limits, request.model)  # a model outside the key's list: 404
     routes = await router.resolve(request.model)
     tokens = sum(count_tokens(t) for t in texts)
-    admission = await admit(caller, request.model, routes, tokens, cost_nanos(tokens, 0, routes[0].input_price, 0))
+    admission = await admit(caller, tokens, cost_nanos(tokens, 0, routes[0].input_price, Decimal(0)))
 
     async def embed(provider: Provider, route: Route) -> dict[str, Any]:
         return await with_timeout(provider.embed(request), route.first_byte_timeout, route.provider)

@@ -100,3 +100,38 @@ def test_content_is_logged_only_when_enabled(client: Any, settings: Any) -> None
     (row,) = log_rows()
     assert row.request_body["messages"][0]["content"] == "remember me"
     assert row.response_text == "remember me"
+
+
+def test_a_stream_closed_before_its_first_byte_still_cleans_up(transactional_db: Any) -> None:
+    """The server may close the response before ever iterating it (client gone at once)."""
+    import asyncio
+
+    from completions.chat import Relay
+    from completions.protocol import ChatCompletionRequest, ChunkFactory
+    from completions.providers import Route
+    from completions.recorder import RequestRecord
+
+    closed = []
+
+    async def upstream() -> Any:
+        chunks = ChunkFactory("m")
+        try:
+            yield chunks.delta(0, {"role": "assistant", "content": "a"})
+            yield chunks.delta(0, {"content": " b"})
+        finally:
+            closed.append(True)
+
+    async def run() -> RequestRecord:
+        stream = upstream()
+        first = await anext(stream)
+        request = ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "x y"}], "stream": True})
+        record = RequestRecord(request_id="never-started", model="m", stream=True)
+        relay = Relay(first, stream, request, record, Route("m", "mock", "m"))
+        await relay.aclose()
+        await relay.aclose()  # idempotent
+        return record
+
+    record = asyncio.run(run())
+    assert closed == [True]
+    (row,) = log_rows(request_id="never-started")
+    assert row.client_disconnected and row.usage_estimated and row.prompt_tokens == record.prompt_tokens > 0
