@@ -19,7 +19,7 @@ from .protocol import ChatCompletionRequest, ChunkFactory, usage
 from .providers import Provider, Route
 from .recorder import RequestRecord
 from .routing import router
-from .tokens import count_prompt, count_tokens
+from .tokens import count_prompt, count_response, count_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,11 @@ async def _serve(request: ChatCompletionRequest, record: RequestRecord, routes: 
 
         response, route = await call_with_failover(routes, record, router.provider, check, complete)
         use_route(record, route)
-        record.set_usage(response.get("usage"))
+        if not response.get("usage"):
+            # The upstream reported none: count it ourselves, and say so in the log.
+            response["usage"] = usage(count_prompt(request.messages), count_response(response))
+            record.usage_estimated = True
+        record.set_usage(response["usage"])
         record.finish_reason = ",".join(sorted({str(c.get("finish_reason")) for c in response["choices"]}))
         settle_soon(admission, record.total_tokens, record.cost_nanos)
         return Outcome(body=response)

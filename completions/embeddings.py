@@ -11,7 +11,7 @@ from .auth import Caller
 from .chat import Outcome, admit, route_headers, use_route
 from .limits import check_model, settle_soon
 from .pricing import cost_nanos
-from .tokens import count_tokens
+from .tokens import count_embedding_input
 from .failover import call_with_failover, with_timeout
 from .protocol import EmbeddingRequest
 from .providers import Provider, Route
@@ -26,10 +26,9 @@ def encode_base64(vector: list[float]) -> str:
 
 async def create(request: EmbeddingRequest, record: RequestRecord, caller: Caller) -> Outcome:
     """A `CreateEmbeddingResponse` for `request`."""
-    texts = request.texts  # token-array input is a 400 before any upstream call
     check_model(caller.limits, request.model)  # a model outside the key's list: 404
     routes = await router.resolve(request.model)
-    tokens = sum(count_tokens(t) for t in texts)
+    tokens = count_embedding_input(request.input)
     admission = await admit(caller, tokens, cost_nanos(tokens, 0, routes[0].input_price, Decimal(0)))
 
     async def embed(provider: Provider, route: Route) -> dict[str, Any]:
@@ -41,8 +40,11 @@ async def create(request: EmbeddingRequest, record: RequestRecord, caller: Calle
         settle_soon(admission, 0, 0)
         raise
     use_route(record, route)
-    usage = result.get("usage") or {}
-    record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    if not result.get("usage"):
+        # The upstream reported none: count it ourselves, and say so in the log.
+        result["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        record.usage_estimated = True
+    record.prompt_tokens = int(result["usage"].get("prompt_tokens") or 0)
     record.completion_tokens = 0
     settle_soon(admission, record.total_tokens, record.cost_nanos)
     if request.encoding_format == "base64":

@@ -545,17 +545,13 @@ def choice(index: int, msg: dict[str, Any], finish_reason: str, logprobs: dict[s
 
 
 def completion(
-    completion_id: str, created: int, model: str, choices: list[dict[str, Any]], usage_: dict[str, Any]
+    completion_id: str, created: int, model: str, choices: list[dict[str, Any]], usage_: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """`CreateChatCompletionResponse`."""
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": choices,
-        "usage": usage_,
-    }
+    """`CreateChatCompletionResponse` (without `usage` when the upstream reported none)."""
+    out = {"id": completion_id, "object": "chat.completion", "created": created, "model": model, "choices": choices}
+    if usage_:
+        out["usage"] = usage_
+    return out
 
 
 class ChunkFactory:

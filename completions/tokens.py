@@ -50,3 +50,27 @@ def count_prompt(messages: Iterable[Any]) -> int:
             if fn is not None:
                 total += count_tokens(fn.name) + count_tokens(fn.arguments)
     return total
+
+
+def count_response(response: dict[str, Any]) -> int:
+    """Completion tokens of a `CreateChatCompletionResponse`, counted the gateway's way (all choices)."""
+    total = 0
+    for choice in response.get("choices") or ():
+        message = choice.get("message") or {}
+        content = message.get("content")
+        if isinstance(content, str):
+            total += count_tokens(content)
+        elif isinstance(content, list):
+            total += sum(count_tokens(part.get("text") or "") for part in content if isinstance(part, dict))
+        for call in message.get("tool_calls") or ():
+            fn = call.get("function") or {}
+            total += count_tokens(fn.get("name") or "") + count_tokens(fn.get("arguments") or "")
+    return total
+
+
+def count_embedding_input(value: Any) -> int:
+    """Tokens of an embeddings `input`: words of strings, or the length of token arrays."""
+    items = [value] if isinstance(value, str) else list(value)
+    if items and all(isinstance(x, int) for x in items):
+        return len(items)
+    return sum(count_tokens(x) if isinstance(x, str) else len(x) for x in items)

@@ -373,7 +373,7 @@ def test_text_answer_and_usage() -> None:
         candidate(text_part("thinking hard", thought=True), text_part("Hello"), text_part(" world")),
         usage_=usage(11, 5, thoughts=7, cached=4),
     )
-    out = completion_from(gemini_response(payload), "gemini-2.5-flash", chat())
+    out = completion_from(gemini_response(payload), "gemini-2.5-flash")
     assert_valid(out, "CreateChatCompletionResponse")
     assert out["model"] == "gemini-2.5-flash" and out["id"].startswith("chatcmpl-")
     (choice,) = out["choices"]
@@ -394,7 +394,7 @@ def test_function_calls_become_tool_calls_with_signatures() -> None:
         ),
         usage_=usage(9, 4),
     )
-    out = completion_from(gemini_response(payload), "gemini-2.5-flash", chat())
+    out = completion_from(gemini_response(payload), "gemini-2.5-flash")
     assert_valid(without_extensions(out), "CreateChatCompletionResponse")
     (choice,) = out["choices"]
     assert choice["finish_reason"] == "tool_calls"
@@ -408,7 +408,7 @@ def test_function_calls_become_tool_calls_with_signatures() -> None:
 
 
 def test_tool_only_answer_has_null_content() -> None:
-    out = completion_from(gemini_response(response(candidate(call_part("f", {"x": 1})))), "m", chat())
+    out = completion_from(gemini_response(response(candidate(call_part("f", {"x": 1})))), "m")
     assert out["choices"][0]["message"]["content"] is None
 
 
@@ -418,7 +418,7 @@ def test_one_choice_per_candidate() -> None:
         candidate(text_part("first"), index=0),
         usage_=usage(3, 8),
     )
-    out = completion_from(gemini_response(payload), "m", chat(n=2))
+    out = completion_from(gemini_response(payload), "m")
     assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in out["choices"]] == [
         (0, "first", "stop"), (1, "second", "length"),
     ]
@@ -434,13 +434,13 @@ def test_one_choice_per_candidate() -> None:
     ],
 )
 def test_finish_reasons(gemini: str | None, openai_reason: str) -> None:
-    out = completion_from(gemini_response(response(candidate(text_part("x"), finish=gemini))), "m", chat())
+    out = completion_from(gemini_response(response(candidate(text_part("x"), finish=gemini))), "m")
     assert out["choices"][0]["finish_reason"] == openai_reason
 
 
 def test_logprobs_mapping() -> None:
     result = logprobs_result([("Hi", -0.25), ("!", 0.0)], [[("Hi", -0.25), ("Hey", -1.5)], [("!", 0.0), (".", -3.0)]])
-    out = completion_from(gemini_response(response(candidate(text_part("Hi!"), logprobs=result))), "m", chat(logprobs=True, top_logprobs=2))
+    out = completion_from(gemini_response(response(candidate(text_part("Hi!"), logprobs=result))), "m")
     assert_valid(out, "CreateChatCompletionResponse")
     assert out["choices"][0]["logprobs"] == {
         "content": [
@@ -453,20 +453,21 @@ def test_logprobs_mapping() -> None:
     }
 
 
-def test_missing_usage_is_estimated() -> None:
-    out = completion_from(gemini_response(response(candidate(text_part("one two three")))), "m", chat())
-    assert out["usage"]["completion_tokens"] == 3 and out["usage"]["prompt_tokens"] > 0
+def test_missing_usage_is_left_to_the_gateway() -> None:
+    """Without usage metadata the provider reports none; the gateway counts and marks the row."""
+    out = completion_from(gemini_response(response(candidate(text_part("one two three")))), "m")
+    assert "usage" not in out
 
 
 def test_blocked_prompt_is_a_content_filter_400() -> None:
     with pytest.raises(InvalidRequest) as exc:
-        completion_from(gemini_response(blocked_response("PROHIBITED_CONTENT", "nope")), "m", chat())
+        completion_from(gemini_response(blocked_response("PROHIBITED_CONTENT", "nope")), "m")
     assert (exc.value.status, exc.value.code) == (400, "content_filter")
     assert "PROHIBITED_CONTENT" in exc.value.message and "nope" in exc.value.message
 
 
-def translate_stream(*payloads: dict[str, Any], request: p.ChatCompletionRequest | None = None) -> list[dict[str, Any]]:
-    translator = StreamTranslator(p.ChunkFactory("gemini-2.5-flash"), request or chat(stream=True))
+def translate_stream(*payloads: dict[str, Any]) -> list[dict[str, Any]]:
+    translator = StreamTranslator(p.ChunkFactory("gemini-2.5-flash"))
     out = []
     for payload in payloads:
         out.extend(translator.feed(gemini_response(payload)))
@@ -495,7 +496,8 @@ def test_stream_tool_call_deltas() -> None:
     )
     for chunk in chunks:
         assert_valid(without_extensions(chunk), "CreateChatCompletionStreamResponse")
-    deltas = [c["choices"][0]["delta"] for c in chunks[:-1]]
+    assert all(c["choices"] for c in chunks)  # no usage metadata in the answer: no usage chunk
+    deltas = [c["choices"][0]["delta"] for c in chunks]
     head = deltas[0]["tool_calls"][0]
     assert deltas[0]["role"] == "assistant"
     assert head["index"] == 0 and head["id"].startswith("call_") and head["type"] == "function"
@@ -504,24 +506,23 @@ def test_stream_tool_call_deltas() -> None:
     assert deltas[1] == {"tool_calls": [{"index": 0, "function": {"arguments": '{"city":"Paris"}'}}]}
     assert deltas[2]["tool_calls"][0]["index"] == 1 and "extra_content" not in deltas[2]["tool_calls"][0]
     assert deltas[3] == {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}
-    assert [c["choices"][0]["finish_reason"] for c in chunks[:-1]] == [None] * 4 + ["tool_calls"]
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None] * 4 + ["tool_calls"]
 
 
 def test_stream_several_candidates_and_unfinished_choice() -> None:
     chunks = translate_stream(
         response(candidate(text_part("a"), finish=None, index=0), candidate(text_part("b"), finish=None, index=1)),
         response(candidate(text_part("c"), finish="MAX_TOKENS", index=1)),
-        request=chat(stream=True, n=2),
     )
     by_choice: dict[int, list[dict[str, Any]]] = {}
-    for chunk in chunks[:-1]:
+    for chunk in chunks:
         (c,) = chunk["choices"]
         by_choice.setdefault(c["index"], []).append(c)
     assert [c["delta"] for c in by_choice[0]] == [{"role": "assistant", "content": "a"}, {}]
     assert [c["finish_reason"] for c in by_choice[0]] == [None, "stop"]
     assert [c["delta"] for c in by_choice[1]] == [{"role": "assistant", "content": "b"}, {"content": "c"}, {}]
     assert [c["finish_reason"] for c in by_choice[1]] == [None, None, "length"]
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 2  # estimated: "a" and "bc"
+    assert all(c["choices"] for c in chunks)  # no usage metadata: no usage chunk (the gateway counts)
 
 
 def test_stream_logprobs_ride_on_their_chunk() -> None:
@@ -531,7 +532,7 @@ def test_stream_logprobs_ride_on_their_chunk() -> None:
 
 
 def test_stream_blocked_prompt_raises_before_any_chunk() -> None:
-    translator = StreamTranslator(p.ChunkFactory("m"), chat(stream=True))
+    translator = StreamTranslator(p.ChunkFactory("m"))
     with pytest.raises(InvalidRequest) as exc:
         translator.feed(gemini_response(blocked_response("SAFETY")))
     assert exc.value.code == "content_filter"

@@ -95,7 +95,6 @@ from ..errors import (
     upstream_timeout,
     upstream_unreachable,
 )
-from ..tokens import count_prompt, count_tokens
 from .base import Provider, Route
 
 try:  # google-genai prefers httpx2 when it is installed
@@ -602,9 +601,7 @@ def choice_from(candidate: types.Candidate, index: int) -> dict[str, Any]:
     return p.choice(index, message, finish_reason(candidate.finish_reason, bool(calls)), logprobs_from(candidate.logprobs_result))
 
 
-def completion_from(
-    response: types.GenerateContentResponse, model: str, request: p.ChatCompletionRequest
-) -> dict[str, Any]:
+def completion_from(response: types.GenerateContentResponse, model: str) -> dict[str, Any]:
     """A whole `CreateChatCompletionResponse` from a Gemini answer."""
     raise_if_blocked(response)
     candidates = response.candidates or []
@@ -613,10 +610,8 @@ def completion_from(
     choices = sorted(
         (choice_from(c, candidate_index(c, i)) for i, c in enumerate(candidates)), key=lambda c: c["index"]
     )
-    usage = usage_from(response.usage_metadata) or p.usage(
-        count_prompt(request.messages), sum(count_tokens(c["message"]["content"] or "") for c in choices)
-    )
-    return p.completion(p.new_completion_id(), p.now(), model, choices, usage)
+    # No usage metadata: no usage here; the gateway counts the tokens itself and marks the log row.
+    return p.completion(p.new_completion_id(), p.now(), model, choices, usage_from(response.usage_metadata))
 
 
 @dataclass
@@ -634,7 +629,6 @@ class StreamTranslator:
     """Turns Gemini stream chunks into OpenAI chunks, one Gemini chunk at a time."""
 
     chunks: p.ChunkFactory
-    request: p.ChatCompletionRequest
     choices: dict[int, ChoiceState] = field(default_factory=dict)
     usage_metadata: Any = None
 
@@ -650,15 +644,13 @@ class StreamTranslator:
         return out
 
     def finish(self) -> list[dict[str, Any]]:
-        """Close choices Gemini left open, then the usage chunk (always last)."""
+        """Close choices Gemini left open, then the usage chunk (last; absent when Gemini reported
+        no usage, and the gateway counts the tokens itself)."""
         out = [self._delta(i, {}, "stop") for i, st in sorted(self.choices.items()) if not st.finished]
-        usage = usage_from(self.usage_metadata) or self._estimated_usage()
-        out.append(self.chunks.usage(usage))
+        usage = usage_from(self.usage_metadata)
+        if usage:
+            out.append(self.chunks.usage(usage))
         return out
-
-    def _estimated_usage(self) -> dict[str, Any]:
-        prompt = count_prompt(self.request.messages)
-        return p.usage(prompt, sum(count_tokens("".join(st.text)) for st in self.choices.values()))
 
     def _candidate(self, index: int, candidate: types.Candidate) -> list[dict[str, Any]]:
         state = self.choices.setdefault(index, ChoiceState())
@@ -713,15 +705,13 @@ def unit_vector(values: Sequence[float]) -> list[float]:
     return [v / norm for v in values] if norm else list(values)
 
 
-def embeddings_from(vectors: list[list[float]], model: str, prompt_tokens: int) -> dict[str, Any]:
-    """A `CreateEmbeddingResponse` with float vectors."""
+def embeddings_from(vectors: list[list[float]], model: str, prompt_tokens: int | None) -> dict[str, Any]:
+    """A `CreateEmbeddingResponse` with float vectors; no usage when Gemini reported none (the gateway counts)."""
     data = [{"object": "embedding", "index": i, "embedding": unit_vector(v)} for i, v in enumerate(vectors)]
-    return {
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-    }
+    out: dict[str, Any] = {"object": "list", "data": data, "model": model}
+    if prompt_tokens is not None:
+        out["usage"] = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    return out
 
 
 # ---- errors ------------------------------------------------------------------------------------
@@ -879,12 +869,12 @@ class GeminiProvider(Provider):
             response = await client.aio.models.generate_content(
                 model=self.route.upstream_model, contents=gemini.contents, config=gemini.config
             )
-        return completion_from(response, self.route.upstream_model, request)
+        return completion_from(response, self.route.upstream_model)
 
     async def stream(self, request: p.ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
         gemini = self._translate(request)
         client = self._sdk()
-        translator = StreamTranslator(p.ChunkFactory(self.route.upstream_model), request)
+        translator = StreamTranslator(p.ChunkFactory(self.route.upstream_model))
         with upstream_errors(self._secret):
             upstream = await client.aio.models.generate_content_stream(
                 model=self.route.upstream_model, contents=gemini.contents, config=gemini.config
@@ -923,7 +913,7 @@ class GeminiProvider(Provider):
         if len(vectors) != len(texts):
             raise UpstreamError(f"The {PROVIDER} upstream returned {len(vectors)} embeddings for {len(texts)} inputs.")
         reported = [r.usage_metadata.prompt_token_count for r in responses if r.usage_metadata is not None]
-        tokens = sum(t or 0 for t in reported) if len(reported) == len(responses) else sum(map(count_tokens, texts))
+        tokens = sum(t or 0 for t in reported) if len(reported) == len(responses) else None
         return embeddings_from(vectors, self.route.upstream_model, tokens)
 
     async def _embed_batch(

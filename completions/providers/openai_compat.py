@@ -1,0 +1,495 @@
+"""OpenAI-compatible upstreams: OpenAI itself, vLLM, Ollama, llama.cpp server, Groq, Together, ...
+
+The request goes upstream as the client sent it, with `model` rewritten; the
+answer comes back already in OpenAI's shape and is relayed as is. The pure
+part (request bodies, SSE decoding, usage handling, error mapping) is plain
+functions and two small classes; `OpenAICompatProvider` does the I/O over one
+pooled `httpx.AsyncClient` per route.
+
+Route options: `headers` (extra request headers), `auth_header` (send the raw
+key in this header instead of `Authorization: Bearer`, e.g. Azure's
+`api-key`), `force_stream_usage` (default true: ask for
+`stream_options.include_usage` upstream so the log gets real counts; turn it
+off for a server that rejects `stream_options`), `max_connections`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+from typing import Any, AsyncIterator, Iterable
+
+import httpx
+import orjson
+
+from .. import protocol as p
+from ..errors import (
+    GatewayError,
+    UpstreamError,
+    from_upstream_status,
+    upstream_timeout,
+    upstream_unreachable,
+)
+from ..tokens import count_prompt, count_tokens
+from .base import Provider, Route
+
+PROVIDER = "openai"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+SLACK_SECONDS = 5.0  # httpx's own read timeout sits behind the gateway's first-byte/idle timeouts
+DONE = b"[DONE]"
+DRAIN_SECONDS = 1.0  # how long to wait for the end of the body after [DONE] (so the connection is reused)
+
+# ---- request bodies ---------------------------------------------------------------------
+
+
+def chat_body(request: p.ChatCompletionRequest, upstream_model: str, *, stream: bool, force_usage: bool = True) -> dict[str, Any]:
+    """The upstream body: the client's JSON as sent, `model` rewritten; streams ask for usage."""
+    body = request.model_dump(exclude_unset=True, by_alias=True, mode="json")
+    body["model"] = upstream_model
+    if stream:
+        body["stream"] = True
+        if force_usage:
+            options = body.get("stream_options") or {}
+            options["include_usage"] = True
+            body["stream_options"] = options
+    return body
+
+
+def embedding_body(request: p.EmbeddingRequest, upstream_model: str) -> dict[str, Any]:
+    """Always float vectors upstream: the gateway encodes base64 itself when the client asked."""
+    body = request.model_dump(exclude_unset=True, by_alias=True, mode="json")
+    body["model"] = upstream_model
+    body["encoding_format"] = "float"
+    return body
+
+
+# ---- usage ------------------------------------------------------------------------------
+
+
+def usage_only(chunk: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
+    """The final usage chunk of a stream whose usage came on a content chunk."""
+    return {
+        "id": chunk.get("id", ""),
+        "object": "chat.completion.chunk",
+        "created": chunk.get("created", 0),
+        "model": chunk.get("model", ""),
+        "choices": [],
+        "usage": usage,
+    }
+
+
+# ---- errors -------------------------------------------------------------------------------
+
+_KEYLIKE = re.compile(r"\b(?:sk|pk|rk|gsk|xai)-[A-Za-z0-9_\-*.]{6,}")
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+_SPACE = re.compile(r"\s+")
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """`text` without the route's credential or anything shaped like an API key."""
+    if secret and secret in text:
+        text = text.replace(secret, "[redacted]")
+    return _KEYLIKE.sub("[redacted]", text)
+
+
+def _json(content: bytes) -> Any:
+    if not content or content.lstrip()[:1] not in (b"{", b"["):
+        return None
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def openai_error_fields(payload: Any) -> dict[str, Any] | None:
+    """The error object of an OpenAI-form error body (or vLLM's older flat form), else None."""
+    if not isinstance(payload, dict):
+        return None
+    err = payload.get("error")
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return err
+    if payload.get("object") == "error" and isinstance(payload.get("message"), str):
+        return payload
+    return None
+
+
+def short_text(content: bytes, fallback: str, payload: Any = None, limit: int = 200) -> str:
+    """A one-line explanation from a non-OpenAI error body: JSON message, HTML title, or text."""
+    text = ""
+    if isinstance(payload, dict):
+        for key in ("error", "message", "detail", "msg"):
+            value = payload.get(key)
+            if isinstance(value, dict):
+                value = value.get("message")
+            if isinstance(value, str) and value:
+                text = value
+                break
+    if not text:
+        text = content.decode("utf-8", "replace")
+        if "<" in text and ">" in text:
+            title = _TITLE.search(text)
+            text = html.unescape(_TAG.sub(" ", title.group(1) if title else text))
+    text = _SPACE.sub(" ", text).strip()
+    if len(text) > limit:
+        text = text[:limit].rstrip() + "..."
+    return text or fallback
+
+
+def passthrough_error(
+    err: dict[str, Any], status: int, retry_after: str | None = None, secret: str | None = None
+) -> GatewayError:
+    """An upstream OpenAI-form error with its own status, message, type, param and code (never a 401's)."""
+    base = from_upstream_status(status, "", provider=PROVIDER, retry_after=retry_after)
+    if status == 401:
+        return base  # its body can quote a masked key: never relayed
+    etype, param, code = err.get("type"), err.get("param"), err.get("code")
+    return GatewayError(
+        redact(err["message"], secret),
+        type=etype if isinstance(etype, str) and etype else base.type,
+        param=param if isinstance(param, str) else None,
+        code=code if isinstance(code, str) else None,  # vLLM and llama.cpp put the HTTP status here
+        status=status,
+        headers=base.headers,
+    )
+
+
+def error_from_response(
+    status: int, content: bytes, *, reason: str = "", retry_after: str | None = None, secret: str | None = None
+) -> GatewayError:
+    """The gateway error for an upstream HTTP error answer."""
+    if status == 401:
+        return from_upstream_status(401, "", provider=PROVIDER)
+    payload = _json(content)
+    err = openai_error_fields(payload)
+    if err is not None:
+        return passthrough_error(err, status, retry_after, secret)
+    text = redact(short_text(content, reason or f"HTTP {status}", payload), secret)
+    return from_upstream_status(status, text, provider=PROVIDER, retry_after=retry_after)
+
+
+def error_from_event(payload: Any, secret: str | None = None) -> GatewayError:
+    """The gateway error for an error sent inside a 200 answer (a stream event or a JSON body)."""
+    err = openai_error_fields(payload)
+    if err is None:
+        inner = payload.get("error") if isinstance(payload, dict) else None
+        source = payload if isinstance(payload, dict) and isinstance(payload.get("message"), str) else None
+        message = inner if isinstance(inner, str) else (source or {}).get("message") or "unknown error"
+        err = {**(source or {}), "message": message}
+    code = err.get("code")
+    status = code if isinstance(code, int) and 400 <= code <= 599 else 502
+    return passthrough_error(err, status, secret=secret)
+
+
+def transport_error(exc: Exception) -> GatewayError:
+    """The gateway error for an httpx failure: unreachable, timed out, or cut off."""
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectTimeout):
+        return upstream_unreachable(PROVIDER, "the connection timed out")
+    if isinstance(exc, httpx.ConnectError):
+        return upstream_unreachable(PROVIDER, detail)
+    if isinstance(exc, httpx.TimeoutException):
+        return upstream_timeout(PROVIDER, f"{type(exc).__name__}")
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+        return UpstreamError(
+            f"The {PROVIDER} upstream closed the connection before the answer ended: {detail}",
+            code="upstream_connection_lost",
+            headers={"retry-after": "1"},
+        )
+    return UpstreamError(f"The {PROVIDER} upstream request failed: {type(exc).__name__}: {detail}")
+
+
+# ---- server-sent events ------------------------------------------------------------------------
+
+
+class SSEDecoder:
+    """Incremental server-sent-event parser: bytes as they arrive in, `(event, data)` pairs out.
+
+    Handles events split across reads, `\\n`, `\\r\\n` and `\\r` line ends,
+    `:` comments, `event:` names and multi-line data; also llama.cpp's old
+    non-standard `error:` field, reported as an `error` event.
+    """
+
+    __slots__ = ("_buffer", "_data", "_event", "_after_cr")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[bytes] = []
+        self._event = b""
+        self._after_cr = False
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
+        if self._after_cr and chunk[:1] == b"\n":
+            chunk = chunk[1:]  # the second half of a \r\n split across reads
+        if not chunk:
+            return []
+        self._after_cr = chunk[-1:] == b"\r"
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *lines, self._buffer = buffer.split(b"\n")
+        return self._lines(lines)
+
+    def flush(self) -> list[tuple[bytes, bytes]]:
+        """Whatever is pending when the stream ends (a last event without its blank line)."""
+        lines = [self._buffer, b""] if self._buffer else [b""]
+        self._buffer = b""
+        return self._lines(lines)
+
+    def _lines(self, lines: Iterable[bytes]) -> list[tuple[bytes, bytes]]:
+        events: list[tuple[bytes, bytes]] = []
+        for line in lines:
+            if not line:
+                if self._data:
+                    data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+                    if data:
+                        events.append((self._event, data))
+                    self._data = []
+                self._event = b""
+                continue
+            name, _, value = line.partition(b":")
+            if value[:1] == b" ":
+                value = value[1:]
+            if name == b"data":
+                self._data.append(value)
+            elif name == b"event":
+                self._event = value
+            elif name == b"error":
+                self._event = b"error"
+                self._data.append(value)
+        return events
+
+
+class ChunkReader:
+    """SSE bytes in, OpenAI chunks out: stops at `[DONE]`, raises on error events, and keeps
+    the upstream's usage for one final usage-only chunk."""
+
+    __slots__ = ("_sse", "_secret", "done", "error", "usage_chunk")
+
+    def __init__(self, secret: str | None = None) -> None:
+        self._sse = SSEDecoder()
+        self._secret = secret
+        self.done = False
+        self.error: GatewayError | None = None  # raised by `end()`, after the chunks that preceded it
+        self.usage_chunk: dict[str, Any] | None = None
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        return self._chunks(self._sse.feed(data))
+
+    def end(self) -> list[dict[str, Any]]:
+        """The chunks still pending when the upstream ended, then the usage chunk if any."""
+        out = [] if self.done else self._chunks(self._sse.flush())
+        if self.error is not None:
+            raise self.error
+        if self.usage_chunk is not None:
+            out.append(self.usage_chunk)
+            self.usage_chunk = None
+        return out
+
+    def _chunks(self, events: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for event, data in events:
+            if data == DONE:
+                self.done = True
+                break
+            try:
+                chunk = self._parse(event, data)
+            except GatewayError as exc:
+                if not out:
+                    raise
+                self.error, self.done = exc, True
+                break
+            if chunk is None:
+                continue
+            usage = chunk.get("usage")
+            if usage is not None:
+                if not chunk["choices"]:
+                    self.usage_chunk = chunk
+                    continue
+                del chunk["usage"]
+                self.usage_chunk = usage_only(chunk, usage)
+            out.append(chunk)
+        return out
+
+    def _parse(self, event: bytes, data: bytes) -> dict[str, Any] | None:
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            text = data[:200].decode("utf-8", "replace")
+            raise UpstreamError(f"The {PROVIDER} upstream sent a malformed stream event: {redact(text, self._secret)}") from None
+        if not isinstance(payload, dict):
+            return None
+        if event == b"error" or payload.get("error") or payload.get("object") == "error":
+            raise error_from_event(payload, self._secret)
+        if not isinstance(payload.get("choices"), list):
+            return None  # a keepalive or an unknown event: nothing for the client
+        return payload
+
+
+def completion_to_chunks(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """A whole completion as stream chunks, for a server that answered a stream request with JSON."""
+    factory = p.ChunkFactory(response.get("model", ""), response.get("id"), response.get("created"))
+    chunks = []
+    for choice in response.get("choices") or ():
+        message = dict(choice.get("message") or {})
+        message.setdefault("role", "assistant")
+        if message.get("tool_calls"):
+            message["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+        index = choice.get("index", 0)
+        chunks.append(factory.delta(index, message, logprobs=choice.get("logprobs")))
+        chunks.append(factory.delta(index, {}, finish_reason=choice.get("finish_reason") or "stop"))
+    if response.get("usage"):
+        chunks.append(factory.usage(response["usage"]))
+    return chunks
+
+
+# ---- I/O ------------------------------------------------------------------------------------
+
+
+async def _drain(incoming: AsyncIterator[bytes]) -> None:
+    """Read what follows `[DONE]` (normally just the end of the body): an unread body would
+    make httpx close the connection instead of returning it to the pool."""
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in incoming:
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass
+
+
+class OpenAICompatProvider(Provider):
+    """Any server speaking OpenAI's chat completions and embeddings API."""
+
+    name = PROVIDER
+    supported_params = frozenset(p.ChatCompletionRequest.model_fields)  # the upstream decides
+
+    def __init__(self, route: Route) -> None:
+        super().__init__(route)
+        base = (route.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = base
+        self._chat_url = base + "/chat/completions"
+        self._embeddings_url = base + "/embeddings"
+        options = route.options
+        self._force_usage = bool(options.get("force_stream_usage", True))
+        self._auth_header = str(options.get("auth_header") or "authorization").lower()
+        self._static_headers = {"content-type": "application/json", **{str(k): str(v) for k, v in (options.get("headers") or {}).items()}}
+        self._client: httpx.AsyncClient | None = None
+        self._key: str | None = None
+        self._auth: dict[str, str] | None = None
+
+    # ---- plumbing ----
+    def _open(self) -> httpx.AsyncClient:
+        """The route's pooled client, created on first use."""
+        route = self.route
+        read = max(route.first_byte_timeout, route.idle_timeout) + SLACK_SECONDS
+        max_connections = int(self.route.options.get("max_connections", 1000))
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=route.connect_timeout, read=read, write=read, pool=read),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=min(100, max_connections)),
+            headers=self._static_headers,
+            follow_redirects=False,
+        )
+        return self._client
+
+    def _credential_headers(self) -> dict[str, str] | None:
+        """The auth header, read from the environment at call time (and cached while it is unchanged)."""
+        if not self.route.api_key_env:
+            return None  # local servers (Ollama, llama.cpp) need no key
+        key = self.route.require_credential()
+        if key != self._key:
+            value = f"Bearer {key}" if self._auth_header == "authorization" else key
+            self._key, self._auth = key, {self._auth_header: value}
+        return self._auth
+
+    async def _post(self, url: str, body: dict[str, Any], *, stream: bool) -> httpx.Response:
+        """Send `body`; any failure, including an error status, is raised as a GatewayError."""
+        headers = self._credential_headers()
+        client = self._client or self._open()
+        try:
+            request = client.build_request("POST", url, content=orjson.dumps(body), headers=headers)
+            response = await client.send(request, stream=stream)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise transport_error(exc) from None
+        if response.is_success:
+            return response
+        try:
+            content = await response.aread() if stream else response.content
+        except httpx.HTTPError:
+            content = b""
+        finally:
+            if stream:
+                await response.aclose()
+        raise error_from_response(
+            response.status_code,
+            content,
+            reason=response.reason_phrase,
+            retry_after=response.headers.get("retry-after"),
+            secret=self._key,
+        )
+
+    @staticmethod
+    async def _read(response: httpx.Response) -> httpx.Response:
+        try:
+            await response.aread()
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from None
+        return response
+
+    def _json_body(self, response: httpx.Response) -> dict[str, Any]:
+        """A 200 answer's JSON object; an error inside it is raised."""
+        payload = _json(response.content)
+        if not isinstance(payload, dict):
+            text = short_text(response.content, "empty body")
+            raise UpstreamError(f"The {PROVIDER} upstream answered with a body that is not a JSON object: {redact(text, self._key)}")
+        if payload.get("error") or payload.get("object") == "error":
+            raise error_from_event(payload, self._key)
+        return payload
+
+    # ---- the provider interface ----
+    async def complete(self, request: p.ChatCompletionRequest) -> dict[str, Any]:
+        body = chat_body(request, self.route.upstream_model, stream=False)
+        response = await self._post(self._chat_url, body, stream=False)
+        payload = self._json_body(response)
+        if not isinstance(payload.get("choices"), list):
+            raise UpstreamError(f"The {PROVIDER} upstream answered without `choices`.")
+        return payload
+
+    async def stream(self, request: p.ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
+        body = chat_body(request, self.route.upstream_model, stream=True, force_usage=self._force_usage)
+        response = await self._post(self._chat_url, body, stream=True)
+        try:
+            if "application/json" in response.headers.get("content-type", ""):
+                chunks = completion_to_chunks(self._json_body(await self._read(response)))
+            else:
+                reader = ChunkReader(self._key)
+                incoming = response.aiter_bytes()
+                try:
+                    async for data in incoming:
+                        for chunk in reader.feed(data):
+                            yield chunk
+                        if reader.done:
+                            if reader.error is None:
+                                await _drain(incoming)
+                            break
+                except httpx.HTTPError as exc:
+                    raise transport_error(exc) from None
+                finally:
+                    await incoming.aclose()
+                chunks = reader.end()
+            for chunk in chunks:
+                yield chunk
+        finally:
+            await response.aclose()  # also when the consumer stops early: the upstream stops generating
+
+    async def embed(self, request: p.EmbeddingRequest) -> dict[str, Any]:
+        response = await self._post(self._embeddings_url, embedding_body(request, self.route.upstream_model), stream=False)
+        payload = self._json_body(response)
+        if not isinstance(payload.get("data"), list):
+            raise UpstreamError(f"The {PROVIDER} upstream answered without `data`.")
+        return payload
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
