@@ -233,8 +233,9 @@ def test_concurrent_overspend_stays_within_the_documented_bound(gateway: Any, us
     served = sum(results)
     spent = sum(r.cost for r in log_rows(api_key=key, status_code=200))
     assert served == len(log_rows(api_key=key, status_code=200))
-    # Admission needs spent + reserved prompts + this prompt <= budget: at most 6 prompts of 0.016 fit.
-    assert served == int(budget / prompt_cost) == 6
+    # Admission needs spent + reserved prompts + this prompt <= budget: at most 6 prompts of 0.016
+    # fit while all are in flight (fewer if some finished first and turned into real spend).
+    assert 1 <= served <= int(budget / prompt_cost) == 6 and served < concurrency
     assert spent == served * (prompt_cost + output_cost)
     assert spent - budget <= served * output_cost  # the documented bound
     assert all(r.error_code == "insufficient_quota" for r in log_rows(api_key=key, status_code=429))
