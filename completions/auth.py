@@ -44,7 +44,8 @@ class Caller:
 
 _UNKNOWN = "unknown"
 _local: dict[str, tuple[Caller | str, float]] = {}
-_inflight: dict[str, asyncio.Future[Caller | str]] = {}
+_inflight: dict[str, asyncio.Task[Caller | str]] = {}
+_background: set[asyncio.Task[Caller | str]] = set()
 
 
 def bearer_token(request: HttpRequest) -> str | None:
@@ -86,29 +87,46 @@ async def authenticate(request: HttpRequest) -> Caller:
 
 
 async def lookup(secret: str) -> Caller | str:
-    """Resolve a key through the local cache, the shared cache, then the database."""
+    """Resolve a key through the local cache, the shared cache, then the database.
+
+    An entry that expired less than one cache period ago is still answered at once
+    while a background task re-reads it (stale-while-revalidate): a busy key never
+    makes its requests queue behind a lookup, and a revoked key is refused within
+    one cache period plus the time of one lookup.
+    """
     key_hash = hash_secret(secret)
     now = time.monotonic()
     hit = _local.get(key_hash)
-    if hit is not None and hit[1] > now:
-        return hit[0]
-    pending = _inflight.get(key_hash)
-    if pending is not None:
-        return await asyncio.shield(pending)
-    future: asyncio.Future[Caller | str] = asyncio.get_running_loop().create_future()
-    _inflight[key_hash] = future
+    if hit is not None:
+        value, expires = hit
+        if expires > now:
+            return value
+        if expires + settings.GATEWAY_KEY_CACHE_SECONDS > now:
+            if key_hash not in _inflight:
+                _start_refresh(key_hash)
+            return value
+    pending = _inflight.get(key_hash) or _start_refresh(key_hash)
+    return await asyncio.shield(pending)
+
+
+def _start_refresh(key_hash: str) -> asyncio.Task[Caller | str]:
+    """One task re-reading a key; every concurrent caller shares it."""
+    task = asyncio.get_running_loop().create_task(_refresh(key_hash))
+    _inflight[key_hash] = task
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+async def _refresh(key_hash: str) -> Caller | str:
+    """Re-read one key into the local cache."""
     try:
         value = await run_db(_load, key_hash)
-        future.set_result(value)
-    except BaseException as exc:
-        future.set_exception(exc)
-        future.exception()  # mark retrieved: waiters get it, nobody is warned
-        raise
     finally:
         del _inflight[key_hash]
     if len(_local) >= MAX_LOCAL_ENTRIES:
         _local.clear()
-    _local[key_hash] = (value, now + settings.GATEWAY_KEY_CACHE_SECONDS)
+    _local[key_hash] = (value, time.monotonic() + settings.GATEWAY_KEY_CACHE_SECONDS)
     return value
 
 

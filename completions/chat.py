@@ -12,7 +12,7 @@ import orjson
 from . import recorder
 from .auth import Caller
 from .limits import Admission, check_model, limiter, settle_soon
-from .errors import GatewayError, InternalError, UpstreamError
+from .errors import GatewayError, InternalError, UpstreamError, upstream_timeout
 from .failover import call_with_failover, first_with_timeout, with_timeout
 from .pricing import cost_nanos
 from .protocol import ChatCompletionRequest, ChunkFactory, usage
@@ -116,19 +116,6 @@ async def _serve(request: ChatCompletionRequest, record: RequestRecord, routes: 
     return Outcome(stream=Relay(first, stream, request, record, route, admission))
 
 
-async def _chunks(
-    first: dict[str, Any], stream: AsyncIterator[dict[str, Any]], idle_timeout: float, provider: str
-) -> AsyncIterator[dict[str, Any]]:
-    """The first chunk, then the rest, each within the route's idle timeout."""
-    yield first
-    while True:
-        try:
-            chunk = await first_with_timeout(stream, idle_timeout, provider)
-        except StopAsyncIteration:
-            return
-        yield chunk
-
-
 class Relay:
     """The SSE bytes of one stream, relayed chunk by chunk as the upstream produces them.
 
@@ -168,28 +155,37 @@ class Relay:
         await self._finish()  # and this one if it had not
 
     async def _run(self) -> AsyncIterator[bytes]:
-        record, include_usage = self.record, self.request.include_usage
+        record = self.record
+        idle = self.route.idle_timeout
+        loop = asyncio.get_running_loop()
         last = self.first
         try:
             try:
-                async for chunk in _chunks(self.first, self.stream, self.route.idle_timeout, self.route.provider):
-                    last = chunk
-                    choices = chunk["choices"]
-                    if not choices and chunk.get("usage"):
-                        self.got_usage = True
-                        record.set_usage(chunk["usage"])
-                        if include_usage:
-                            yield sse(chunk)
-                        continue
-                    self._note(choices)
-                    if include_usage:
-                        chunk["usage"] = None
-                    record.mark_first_chunk()
-                    yield sse(chunk)
+                # One deadline for the whole stream, moved before each upstream read (and
+                # lifted while the client is being sent a chunk): cheaper than a timeout
+                # context per chunk, and a slow client never counts against the upstream.
+                async with asyncio.timeout(None) as deadline:
+                    chunk = self.first
+                    while True:
+                        last = chunk
+                        event = self._event(chunk)
+                        if event is not None:
+                            yield event
+                        deadline.reschedule(loop.time() + idle)
+                        try:
+                            chunk = await anext(self.stream)
+                        except StopAsyncIteration:
+                            deadline.reschedule(None)
+                            break
+                        deadline.reschedule(None)
                 if not self.got_usage:
                     self._estimate_usage()
-                    if include_usage:
+                    if self.request.include_usage:
                         yield sse(_usage_chunk(last, record))
+            except TimeoutError:
+                err = upstream_timeout(self.route.provider, f"no data for {idle:g} s")
+                record.fail(err.status, err.type, err.code, err.message)
+                yield sse(err.body())
             except GatewayError as exc:
                 # The stream had started: end it with an error event, as OpenAI does.
                 record.fail(exc.status, exc.type, exc.code, exc.message)
@@ -205,6 +201,19 @@ class Relay:
             raise
         finally:
             await self._finish()
+
+    def _event(self, chunk: dict[str, Any]) -> bytes | None:
+        """The SSE bytes for one upstream chunk (None for a usage chunk the client didn't ask for)."""
+        choices = chunk["choices"]
+        if not choices and chunk.get("usage"):
+            self.got_usage = True
+            self.record.set_usage(chunk["usage"])
+            return sse(chunk) if self.request.include_usage else None
+        self._note(choices)
+        if self.request.include_usage:
+            chunk["usage"] = None
+        self.record.mark_first_chunk()
+        return sse(chunk)
 
     def _note(self, choices: list[dict[str, Any]]) -> None:
         """Remember finish reasons and the text relayed (to count it if no usage comes)."""

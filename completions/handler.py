@@ -21,9 +21,8 @@ from typing import Any, Awaitable, Callable
 
 from django.conf import settings
 from django.core.exceptions import RequestAborted
-from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.asgi import ASGIHandler
 from django.http import Http404, HttpRequest, HttpResponseBase
-from django.urls import set_script_prefix, set_urlconf
 from django.utils.module_loading import import_string
 
 from .errors import GatewayError, InternalError, PayloadTooLarge, error_response
@@ -99,6 +98,15 @@ class GatewayASGIHandler(ASGIHandler):
                 break
         return io.BytesIO(b"".join(parts))
 
+    async def send_stream(self, response: HttpResponseBase, stream: Any, send: Any) -> None:
+        """Send an SSE stream one event per message, straight from the gateway's iterator
+        (Django's StreamingHttpResponse would wrap it in two more async generators)."""
+        headers = [(name.encode("ascii"), value.encode("latin1")) for name, value in response.items()]
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        async for part in stream:
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body"})
+
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         limit = settings.GATEWAY_MAX_BODY_BYTES
         declared = _header(scope, b"content-length")
@@ -112,37 +120,46 @@ class GatewayASGIHandler(ASGIHandler):
             err = PayloadTooLarge(f"The request body is larger than the {limit} bytes this gateway accepts.")
             await self.send_response(error_response(err, request_id_from(_header(scope, b"x-request-id"))), send)
             return
-        set_script_prefix(get_script_prefix(scope))
-        set_urlconf(settings.ROOT_URLCONF)
+        # No set_script_prefix/set_urlconf: the gateway's views reverse no URLs and resolve
+        # against ROOT_URLCONF, the resolver's default (each is a context-variable write).
         request, bad = self.create_request(scope, body_file)
         if request is None:
             await self.send_response(bad, send)
             return
 
-        response: HttpResponseBase | None = None
+        # As Django does, listen for a disconnect while serving, so that a client going away
+        # cancels the view (and with it the upstream call); but serve in this task, not a new
+        # one, and cancel it only if the listener saw the disconnect.
+        task = asyncio.current_task()
+        assert task is not None
+        gone = serving = False
 
-        async def process() -> None:
-            nonlocal response
-            response = await self._middleware_chain(request)
+        async def listen() -> None:
+            nonlocal gone
             try:
-                await self.send_response(response, send)
-            except asyncio.CancelledError:
-                pass  # the client went away while we were sending
-
-        # As Django does: serve the request while listening for a disconnect, so a
-        # client that goes away cancels the view (and with it the upstream call).
-        listener = asyncio.create_task(self.listen_for_disconnect(receive))
-        worker = asyncio.create_task(process())
-        try:
-            await asyncio.wait((listener, worker), return_when=asyncio.FIRST_COMPLETED)
-            for task in (listener, worker):
-                if not task.done():
+                await self.listen_for_disconnect(receive)
+            except RequestAborted:
+                if serving:  # only while the view or the send is awaited, never during cleanup
+                    gone = True
                     task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, RequestAborted):
-                    pass
+
+        listener = asyncio.create_task(listen())
+        response: HttpResponseBase | None = None
+        serving = True
+        try:
+            response = await self._middleware_chain(request)
+            stream = getattr(response, "gateway_stream", None)
+            if stream is not None:
+                await self.send_stream(response, stream, send)
+            else:
+                await self.send_response(response, send)
+        except asyncio.CancelledError:
+            if not gone:
+                raise  # not ours: the server is shutting down
+            task.uncancel()
         finally:
+            serving = False
+            listener.cancel()
             stream = getattr(response, "gateway_stream", None)
             if stream is not None:
                 await stream.aclose()  # no-op when it ran to the end

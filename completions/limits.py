@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone as dt_timezone
@@ -37,6 +36,7 @@ from django.conf import settings
 
 from .db import run_db
 from .errors import ModelNotFound, QuotaExceeded, RateLimited
+from .protocol import random_id
 
 WINDOW_MS = 60_000
 RESERVATION_TTL_MS = 15 * 60_000  # a reservation older than this is a crashed worker's: dropped
@@ -128,7 +128,7 @@ class Admission:
     estimate_tokens: int
     estimate_nanos: int
     period: str
-    token: str = field(default_factory=lambda: secrets.token_hex(8))
+    token: str = ""  # set when a reservation is made (identifies it in the budget's ledger)
     headers: dict[str, str] = field(default_factory=dict)
     settled: bool = False
 
@@ -195,9 +195,9 @@ class Limiter:
 
     async def admit(self, key_id: int, limits: Limits, estimate_tokens: int, estimate_nanos: int) -> Admission:
         """Take the request's share of the key's limits, or raise the 429 that says which limit."""
-        admission = Admission(key_id, limits, estimate_tokens, estimate_nanos, period_id(limits.period))
         if not limits.any:
-            return admission
+            return Admission(key_id, limits, estimate_tokens, estimate_nanos, "")
+        admission = Admission(key_id, limits, estimate_tokens, estimate_nanos, period_id(limits.period), random_id("", 16))
         now_ms = int(time.time() * 1000)
         decision = await self.decide(admission, now_ms)
         if decision.reason == "init":

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from typing import Awaitable, Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.decorators import async_only_middleware
 
+from .protocol import random_id
+
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(16)
+    return random_id("req_", 28)
 
 
 def request_id_from(value: str | None) -> str:

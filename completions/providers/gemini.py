@@ -73,7 +73,6 @@ import dataclasses
 import math
 import mimetypes
 import re
-import secrets
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -533,7 +532,7 @@ def finish_reason(reason: Any, called_functions: bool) -> str:
 
 
 def new_call_id() -> str:
-    return "call_" + secrets.token_hex(12)
+    return p.random_id("call_")
 
 
 def encode_signature(signature: bytes) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-import secrets
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -104,7 +103,7 @@ def answer(request: p.ChatCompletionRequest) -> Answer:
         fn = pick_tool(request, text)
         if fn is not None:
             call = {
-                "id": "call_" + secrets.token_hex(12),
+                "id": p.random_id("call_"),
                 "type": "function",
                 "function": {"name": fn.name, "arguments": orjson.dumps(sample_arguments(fn, text)).decode()},
             }
