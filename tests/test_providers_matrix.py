@@ -187,3 +187,38 @@ def test_same_client_code_on_every_provider(routed: dict[str, Any], client: open
 def test_the_example_routing_file_names_every_provider() -> None:
     example = yaml.safe_load((Path(__file__).resolve().parents[1] / "routes.example.yaml").read_text())
     assert {r["provider"] for r in example["routes"]} == {"mock", "gemini", "anthropic", "openai"}
+
+
+def test_seed_snippets_and_a_tool_loop_against_gemini_with_only_a_key(
+    gateway: Any, api_key: str, upstreams: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With GEMINI_API_KEY set and nothing else configured: the seed's two snippets (base_url
+    without /v1) and a tool-calling loop work against gemini-2.5-flash."""
+    from completions.routing import router
+
+    fake = upstreams["gemini"]
+    fake.reset()
+    monkeypatch.setenv("GEMINI_API_KEY", "test-key")
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.url)  # the SDK's own convention
+    router.invalidate()
+    client = openai.OpenAI(api_key=api_key, base_url=gateway.url, max_retries=0)
+    r = client.chat.completions.create(model="gemini-2.5-flash", messages=[{"role": "user", "content": "is 1 + 1 equal to 2?"}])
+    assert r.choices[0].message.content == "echo: is 1 + 1 equal to 2?"
+    streamed = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model="gemini-2.5-flash", messages=[{"role": "user", "content": "is 1 + 1 equal to 2?"}], stream=True
+        )
+        if c.choices
+    )
+    assert streamed == "echo: is 1 + 1 equal to 2?"
+    messages: list[Any] = [{"role": "user", "content": "What's the weather in Paris?"}]
+    first = client.chat.completions.create(model="gemini-2.5-flash", messages=messages, tools=[WEATHER_TOOL])
+    call = first.choices[0].message.tool_calls[0]
+    messages += [first.choices[0].message, {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"}]
+    final = client.chat.completions.create(model="gemini-2.5-flash", messages=messages, tools=[WEATHER_TOOL])
+    assert "sunny" in final.choices[0].message.content
+    sent = fg.canonical(fake.requests[-1].json)
+    model_turn = sent["contents"][1]["parts"][0]
+    assert model_turn["functionCall"]["name"] == "get_weather" and fg.decoded_signature(model_turn) == b"sig"
+    assert all(r.path.startswith("/v1/models/gemini-2.5-flash:") for r in fake.requests)
