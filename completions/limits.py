@@ -227,6 +227,11 @@ async def load_spent(admission: Admission) -> tuple[int, int]:
 # ---- in process ---------------------------------------------------------------------
 
 
+def seconds_to_refill(amount: float, per_minute: int) -> float:
+    """How long a bucket refilling `per_minute` a minute takes to regain `amount`."""
+    return amount * WINDOW_MS / per_minute / 1000
+
+
 @dataclass
 class _Bucket:
     level: float
@@ -279,26 +284,31 @@ class LocalLimiter(Limiter):
                 return Decision(ok=False, reason="spend_budget")
         rpm = self._refill(f"rpm:{a.key_id}", lim.rpm, now_ms) if lim.rpm is not None else None
         tpm = self._refill(f"tpm:{a.key_id}", lim.tpm, now_ms) if lim.tpm is not None else None
-        if rpm is not None and lim.rpm is not None:
-            if rpm.level < 1:
-                return Decision(False, "requests", 0, (lim.rpm - rpm.level) * WINDOW_MS / lim.rpm / 1000, retry_after=(1 - rpm.level) * WINDOW_MS / lim.rpm / 1000)
+        if rpm is not None and lim.rpm is not None and rpm.level < 1:
+            return Decision(
+                ok=False, reason="requests",
+                rpm_reset=seconds_to_refill(lim.rpm - rpm.level, lim.rpm),
+                retry_after=seconds_to_refill(1 - rpm.level, lim.rpm),
+            )
         if tpm is not None and lim.tpm is not None:
             if a.estimate_tokens > lim.tpm:
-                return Decision(False, "too_large", tpm_remaining=int(tpm.level))
+                return Decision(ok=False, reason="too_large", tpm_remaining=int(tpm.level))
             if tpm.level < a.estimate_tokens or tpm.level <= 0:
-                need = max(a.estimate_tokens, 1) - tpm.level
                 return Decision(
-                    False, "tokens", int(rpm.level) if rpm else 0, 0.0, int(tpm.level),
-                    (lim.tpm - tpm.level) * WINDOW_MS / lim.tpm / 1000, retry_after=need * WINDOW_MS / lim.tpm / 1000,
+                    ok=False, reason="tokens",
+                    rpm_remaining=int(rpm.level) if rpm else 0,
+                    tpm_remaining=int(tpm.level),
+                    tpm_reset=seconds_to_refill(lim.tpm - tpm.level, lim.tpm),
+                    retry_after=seconds_to_refill(max(a.estimate_tokens, 1) - tpm.level, lim.tpm),
                 )
         if rpm is not None and lim.rpm is not None:
             rpm.level -= 1
             d.rpm_remaining = int(rpm.level)
-            d.rpm_reset = (lim.rpm - rpm.level) * WINDOW_MS / lim.rpm / 1000
+            d.rpm_reset = seconds_to_refill(lim.rpm - rpm.level, lim.rpm)
         if tpm is not None and lim.tpm is not None:
             tpm.level -= a.estimate_tokens
             d.tpm_remaining = int(tpm.level)
-            d.tpm_reset = (lim.tpm - tpm.level) * WINDOW_MS / lim.tpm / 1000
+            d.tpm_reset = seconds_to_refill(lim.tpm - tpm.level, lim.tpm)
         if lim.has_budget:
             self.reserved[budget_key][a.token] = (a.estimate_tokens, a.estimate_nanos, now_ms)
         return d

@@ -7,14 +7,13 @@ import time
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from django.conf import settings
 
 from completions import limits as lim
-from completions.keys import create_api_key, hash_secret
-from completions.models import APIKey, ModelRoute, RequestLog, UserLimits
+from completions.keys import create_api_key
+from completions.models import ModelRoute, UserLimits
 from tests.conftest import log_rows
 
 HI = [{"role": "user", "content": "hello there"}]

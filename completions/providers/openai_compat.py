@@ -31,7 +31,6 @@ from ..errors import (
     upstream_timeout,
     upstream_unreachable,
 )
-from ..tokens import count_prompt, count_tokens
 from .base import Provider, Route
 
 PROVIDER = "openai"
