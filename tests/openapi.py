@@ -18,7 +18,9 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC_PATH = Path(os.environ.get("OPENAI_SPEC", Path(__file__).resolve().parents[2] / "shared" / "openai-openapi.yaml"))
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi.yaml"
+_VENDORED = Path(__file__).resolve().parent / "spec" / "openai-openapi.yaml"
+SPEC_PATH = Path(os.environ.get("OPENAI_SPEC") or (_SHARED if _SHARED.exists() else _VENDORED))
 SPEC_URI = "urn:openai-openapi"
 
 
