@@ -236,6 +236,11 @@ class Router:
             await instance.aclose()
         self._providers.clear()
 
+    def drop_providers(self) -> None:
+        """Forget the provider instances, so the next request builds them from the environment
+        again (tests change provider variables at run time; a deployment restarts instead)."""
+        self._providers.clear()
+
 
 def bump_version() -> None:
     """Tell every worker that the routing table changed."""

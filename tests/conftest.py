@@ -104,6 +104,7 @@ def gateway(server: ServerThread, transactional_db: Any) -> Iterator[ServerThrea
     from completions.routing import router
 
     router.invalidate()
+    router.drop_providers()
     auth.clear_local_cache()
     yield server
     assert recorder.flush(20), "the request log writer did not catch up"
