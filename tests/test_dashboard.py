@@ -114,19 +114,14 @@ need_browser = os.environ.get("GATEWAY_REQUIRE_BROWSER") == "1"
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not need_browser, reason="Chromium and chromedriver are not installed")
-def test_browser_logs_in_and_sees_the_charts(gateway: Any, django_user_model: Any) -> None:
+def test_browser_logs_in_and_sees_the_charts(gateway: Any, traffic: dict[str, Any], django_user_model: Any) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     django_user_model.objects.create_superuser("admin", "a@example.com", "correct horse")
-    alice = django_user_model.objects.create_user("alice")
-    bob = django_user_model.objects.create_user("bob")
-    key_a, _ = create_api_key(alice, "alice-key")
-    key_b, _ = create_api_key(bob, "bob-key")
-    today = timezone.now().replace(hour=12, minute=0, second=0, microsecond=0).astimezone(dt_timezone.utc)
-    write(sample(key_a, key_b, today))
+    today = traffic["today"]
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM or "/usr/bin/chromium"
@@ -151,7 +146,7 @@ def test_browser_logs_in_and_sees_the_charts(gateway: Any, django_user_model: An
         )
         assert set(charts) == {"requests", "tokens", "cost", "models"}
         assert all(chart["drawn"] for chart in charts.values())
-        assert charts["requests"]["labels"][-1] == today.date().isoformat()
+        assert charts["requests"]["labels"][-1] == today.isoformat()
         assert charts["requests"]["data"][0][-3:] == [4, 7, 4]
         assert charts["requests"]["data"][1][-3:] == [25.0, round(100 / 7, 2), 25.0]
         assert charts["tokens"]["data"][0][-3:] == [310, 520, 400]
