@@ -14,7 +14,9 @@ from .models import APIKey
 
 KEY_PREFIX = "sk-gw-"
 VISIBLE_CHARS = 12
-CACHE_PREFIX = "apikey:"
+# The shared cache holds pickled `auth.Caller` objects: change this when Caller changes shape,
+# so workers of a new release never read an old release's entries.
+CACHE_PREFIX = "apikey:v1:"
 
 
 def generate_secret() -> str:
