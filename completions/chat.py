@@ -69,7 +69,8 @@ async def create(request: ChatCompletionRequest, record: RequestRecord, caller: 
     """Serve a chat completion: a whole response or, for `stream: true`, an SSE stream."""
     check_model(caller.limits, request.model)  # a model outside the key's list: 404
     routes = await router.resolve(request.model)
-    admission = await admit(caller, *estimate(request, routes[0]))
+    # The estimate reads every message: only keys with a limit need it.
+    admission = await admit(caller, *(estimate(request, routes[0]) if caller.limits.any else (0, 0)))
     try:
         outcome = await _serve(request, record, routes, admission)
     except BaseException:

@@ -29,7 +29,8 @@ async def create(request: EmbeddingRequest, record: RequestRecord, caller: Calle
     check_model(caller.limits, request.model)  # a model outside the key's list: 404
     routes = await router.resolve(request.model)
     tokens = count_embedding_input(request.input)
-    admission = await admit(caller, tokens, cost_nanos(tokens, 0, routes[0].input_price, Decimal(0)))
+    nanos = cost_nanos(tokens, 0, routes[0].input_price, Decimal(0)) if caller.limits.any else 0
+    admission = await admit(caller, tokens, nanos)
 
     async def embed(provider: Provider, route: Route) -> dict[str, Any]:
         return await with_timeout(provider.embed(request), route.first_byte_timeout, route.provider)
