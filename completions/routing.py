@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Iterable
 
-import orjson
 from django.conf import settings
 from django.core.cache import cache
 
@@ -168,10 +167,6 @@ def weighted_order(routes: list[Route], rng: random.Random | None = None) -> lis
     return [r for _, _, r in keyed if r.weight > 0] or list(routes)
 
 
-def _options_key(route: Route) -> bytes:
-    return orjson.dumps(route.options, option=orjson.OPT_SORT_KEYS)
-
-
 class Router:
     """Holds this process's route table and one provider instance per route."""
 
@@ -180,7 +175,7 @@ class Router:
         self._version: Any = None
         self._checked = 0.0
         self._stale = True
-        self._providers: dict[tuple[Route, bytes], Provider] = {}
+        self._providers: dict[Route, Provider] = {}
 
     def invalidate(self) -> None:
         """Reload before the next request (called when a route is saved in this process)."""
@@ -208,11 +203,10 @@ class Router:
 
     def provider(self, route: Route) -> Provider:
         """The provider instance for `route` (created once, keeping its connection pool)."""
-        key = (route, _options_key(route))
-        instance = self._providers.get(key)
+        instance = self._providers.get(route)
         if instance is None:
             instance = provider_class(route.provider)(route)
-            self._providers[key] = instance
+            self._providers[route] = instance
         return instance
 
     async def resolve(self, model: str) -> list[Route]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, AsyncIterator, ClassVar
 
+import orjson
+
 from ..errors import InvalidRequest, ServiceUnavailable
 from ..protocol import ChatCompletionRequest, EmbeddingRequest
 
@@ -37,6 +39,11 @@ class Route:
     output_price: Decimal = Decimal(0)
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     aliases: tuple[str, ...] = ()
+    # `options` as canonical JSON: routes that differ only in their options are different routes.
+    options_key: bytes = field(default=b"", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options_key", orjson.dumps(self.options, option=orjson.OPT_SORT_KEYS))
 
     @property
     def label(self) -> str:
