@@ -67,10 +67,6 @@ class APIKey(LimitFields):
         return f"{self.name} ({self.prefix}…)"
 
     @property
-    def is_revoked(self) -> bool:
-        return self.revoked_at is not None
-
-    @property
     def status(self) -> str:
         """active, expired or revoked."""
         if self.revoked_at:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone as dt_timezone
+from datetime import date, datetime, timezone as dt_timezone
 from decimal import Decimal
 from typing import Any, Iterable
 
@@ -166,25 +166,3 @@ def spent(key_id: int, period: str, today: date | None = None) -> tuple[int, int
         qs = qs.filter(day__gte=start)
     row = qs.aggregate(tokens=Sum("total_tokens"), cost=Sum("cost_nanos"))
     return int(row["tokens"] or 0), int(row["cost"] or 0)
-
-
-def month_usage_by_key(key_ids: Iterable[int], today: date | None = None) -> dict[int, dict[str, Any]]:
-    """This month's totals for each of `key_ids` (one query)."""
-    start = month_start(today)
-    rows = (
-        UsageDaily.objects.filter(day__gte=start, key_id__in=list(key_ids))
-        .values("key_id")
-        .annotate(**{f: Sum(f) for f in SUM_FIELDS})
-    )
-    return {row["key_id"]: _totals(row) for row in rows}
-
-
-def date_range(days: int, end: date | None = None) -> tuple[date, date]:
-    end = end or timezone.now().date()
-    return end - timedelta(days=days - 1), end
-
-
-__all__ = [
-    "Scope", "bucket_for", "rollup", "usage_rows", "usage_total", "top", "latency_percentiles",
-    "spent", "month_usage_by_key", "date_range",
-]
