@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import orjson
 
@@ -60,17 +60,24 @@ def route_headers(record: RequestRecord) -> dict[str, str]:
     return {"x-gateway-provider": record.provider, "x-gateway-attempts": str(len(record.attempts))}
 
 
-async def admit(caller: Caller, tokens: int, nanos: int) -> Admission:
-    """Take the request's share of the key's limits (429 when over one)."""
-    return await limiter().admit(caller.key_id, caller.limits, tokens, nanos)
+async def route_and_admit(
+    caller: Caller, model: str, estimate_for: Callable[[Route], tuple[int, int]]
+) -> tuple[list[Route], Admission]:
+    """The routes for `model` and the request's share of the key's limits.
+
+    404 for a model outside the key's list or unknown, 429 when over a limit. The
+    estimate (tokens, cost in nanos against the first route) is only computed for
+    keys that have a limit to check it against.
+    """
+    check_model(caller.limits, model)
+    routes = await router.resolve(model)
+    tokens, nanos = estimate_for(routes[0]) if caller.limits.any else (0, 0)
+    return routes, await limiter().admit(caller.key_id, caller.limits, tokens, nanos)
 
 
 async def create(request: ChatCompletionRequest, record: RequestRecord, caller: Caller) -> Outcome:
     """Serve a chat completion: a whole response or, for `stream: true`, an SSE stream."""
-    check_model(caller.limits, request.model)  # a model outside the key's list: 404
-    routes = await router.resolve(request.model)
-    # The estimate reads every message: only keys with a limit need it.
-    admission = await admit(caller, *(estimate(request, routes[0]) if caller.limits.any else (0, 0)))
+    routes, admission = await route_and_admit(caller, request.model, lambda route: estimate(request, route))
     try:
         outcome = await _serve(request, record, routes, admission)
     except BaseException:

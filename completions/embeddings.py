@@ -8,8 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 from .auth import Caller
-from .chat import Outcome, admit, route_headers, use_route
-from .limits import check_model, settle_soon
+from .chat import Outcome, route_and_admit, route_headers, use_route
+from .limits import settle_soon
 from .pricing import cost_nanos
 from .tokens import count_embedding_input
 from .failover import call_with_failover, with_timeout
@@ -26,11 +26,10 @@ def encode_base64(vector: list[float]) -> str:
 
 async def create(request: EmbeddingRequest, record: RequestRecord, caller: Caller) -> Outcome:
     """A `CreateEmbeddingResponse` for `request`."""
-    check_model(caller.limits, request.model)  # a model outside the key's list: 404
-    routes = await router.resolve(request.model)
     tokens = count_embedding_input(request.input)
-    nanos = cost_nanos(tokens, 0, routes[0].input_price, Decimal(0)) if caller.limits.any else 0
-    admission = await admit(caller, tokens, nanos)
+    routes, admission = await route_and_admit(
+        caller, request.model, lambda route: (tokens, cost_nanos(tokens, 0, route.input_price, Decimal(0)))
+    )
 
     async def embed(provider: Provider, route: Route) -> dict[str, Any]:
         return await with_timeout(provider.embed(request), route.first_byte_timeout, route.provider)
