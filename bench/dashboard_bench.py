@@ -18,7 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -54,10 +54,22 @@ def main() -> None:
     User = get_user_model()
     users = [User.objects.create_user(f"bench-{i}") for i in range(10)]
     keys = [create_api_key(users[i % 10], f"key-{i}")[0] for i in range(40)]
-    models = ["gpt-4o", "gpt-4o-mini", "gemini-2.5-flash", "gemini-2.5-pro", "claude-sonnet-4-6", "claude-haiku-4-5", "llama-local", "mock-gpt-model"]
-    prices = {m: (Decimal(random.choice(["0.1", "0.3", "1.25", "3"])), Decimal(random.choice(["0.4", "2.5", "10", "15"]))) for m in models}
+    models = [
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gemini-2.5-flash",
+        "gemini-2.5-pro",
+        "claude-sonnet-4-6",
+        "claude-haiku-4-5",
+        "llama-local",
+        "mock-gpt-model",
+    ]
+    prices = {
+        m: (Decimal(random.choice(["0.1", "0.3", "1.25", "3"])), Decimal(random.choice(["0.4", "2.5", "10", "15"])))
+        for m in models
+    }
     rng = random.Random(1)
-    end = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     writer = LogWriter()
     writer.hooks.append(rollup)
 
@@ -72,14 +84,25 @@ def main() -> None:
             status = 200 if rng.random() > 0.03 else rng.choice([400, 429, 502])
             prompt = rng.randint(5, 2000) if status == 200 else 0
             completion = rng.randint(1, 800) if status == 200 else 0
-            batch.append(RequestRecord(
-                request_id=f"req_bench_{written + i}",
-                created_at=end - timedelta(seconds=rng.randint(0, args.days * 86400 - 1)),
-                key_id=key.pk, key_prefix=key.prefix, user_id=key.user_id, model=model, provider="openai",
-                upstream_model=model, status_code=status, prompt_tokens=prompt, completion_tokens=completion,
-                input_price=prices[model][0], output_price=prices[model][1], latency_ms=int(rng.lognormvariate(6, 0.8)),
-                stream=rng.random() < 0.5,
-            ))
+            batch.append(
+                RequestRecord(
+                    request_id=f"req_bench_{written + i}",
+                    created_at=end - timedelta(seconds=rng.randint(0, args.days * 86400 - 1)),
+                    key_id=key.pk,
+                    key_prefix=key.prefix,
+                    user_id=key.user_id,
+                    model=model,
+                    provider="openai",
+                    upstream_model=model,
+                    status_code=status,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    input_price=prices[model][0],
+                    output_price=prices[model][1],
+                    latency_ms=int(rng.lognormvariate(6, 0.8)),
+                    stream=rng.random() < 0.5,
+                )
+            )
         writer.write(batch)
         written += len(batch)
         if written % 100_000 == 0:
@@ -105,12 +128,16 @@ def main() -> None:
     results = {
         f"dashboard page, {args.days} days": timed(f"/admin/usage/?days={args.days}"),
         "dashboard page, 30 days": timed("/admin/usage/?days=30"),
-        "API /api/usage/ by day, 90 days": timed("/api/usage/?group_by=day&start=" + (end - timedelta(days=89)).date().isoformat()),
+        "API /api/usage/ by day, 90 days": timed(
+            "/api/usage/?group_by=day&start=" + (end - timedelta(days=89)).date().isoformat()
+        ),
         "API keys changelist (month usage column)": timed("/admin/completions/apikey/"),
     }
     engine = "PostgreSQL" if "postgres" in os.environ["DATABASE_URL"] else "SQLite"
-    print(f"\n{engine}: {log_count:,} log rows, {rollup_rows:,} roll-up rows; written in {write_seconds:.1f} s "
-          f"({log_count / write_seconds:,.0f} rows/s through the log writer)\n")
+    print(
+        f"\n{engine}: {log_count:,} log rows, {rollup_rows:,} roll-up rows; written in {write_seconds:.1f} s "
+        f"({log_count / write_seconds:,.0f} rows/s through the log writer)\n"
+    )
     print("| view | median | max |")
     print("|---|---:|---:|")
     for label, times in results.items():

@@ -79,7 +79,19 @@ def parse_wrk(output: str) -> dict[str, float]:
 
 
 def run_wrk(url: str, script: Path, connections: int, duration: int) -> dict[str, float]:
-    cmd = ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{duration}s", "--latency", "-s", str(script), url]
+    cmd = [
+        "wrk",
+        "-t",
+        str(min(connections, 2)),
+        "-c",
+        str(connections),
+        "-d",
+        f"{duration}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return parse_wrk(out)
 
@@ -104,7 +116,12 @@ def main() -> None:
     env["DJANGO_SETTINGS_MODULE"] = "compat_api.settings"
     subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
     key = subprocess.run(
-        [PYTHON, "manage.py", "demo_setup", "--key-file", str(tmp / "key")], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+        [PYTHON, "manage.py", "demo_setup", "--key-file", str(tmp / "key")],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
 
     targets = [("gateway", "compat_api.asgi:application")]
@@ -114,7 +131,19 @@ def main() -> None:
     for label, app in targets:
         port = free_port()
         proc = start(
-            [PYTHON, "-m", "uvicorn", app, "--port", str(port), "--workers", str(args.workers), "--no-access-log", "--log-level", "warning"],
+            [
+                PYTHON,
+                "-m",
+                "uvicorn",
+                app,
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
             env,
         )
         try:
@@ -124,7 +153,9 @@ def main() -> None:
                 script = lua_script(tmp / f"{mode}.lua", body, key)
                 run_wrk(url + "/v1/chat/completions", script, 8, 2)  # warm up
                 for conns in args.concurrency:
-                    results.append((label, mode, conns, run_wrk(url + "/v1/chat/completions", script, conns, args.duration)))
+                    results.append(
+                        (label, mode, conns, run_wrk(url + "/v1/chat/completions", script, conns, args.duration))
+                    )
         finally:
             proc.terminate()
             proc.wait(timeout=30)

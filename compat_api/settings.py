@@ -84,7 +84,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Tests use a file, not memory: the test server's threads and worker processes share it.
     # One per test run (by pid), so parallel runs don't collide; Django deletes it afterwards.
     _db["TEST"] = {
-        "NAME": env.str("SQLITE_TEST_NAME", default=str(Path(tempfile.gettempdir()) / f"gateway-test-{os.getpid()}.sqlite3"))
+        "NAME": env.str(
+            "SQLITE_TEST_NAME", default=str(Path(tempfile.gettempdir()) / f"gateway-test-{os.getpid()}.sqlite3")
+        )
     }
 
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -21,7 +21,6 @@ from .keys import assign_secret, revoke_api_key
 from .models import NANOS, APIKey, ModelRoute, RequestLog, UsageDaily, UserLimits
 from .usage import month_start
 
-
 LIMIT_FIELDSET = (
     "Limits (blank: inherit the user's defaults)",
     {"fields": ("allowed_models", ("rpm_limit", "tpm_limit"), ("token_budget", "spend_budget", "budget_period"))},
@@ -31,8 +30,18 @@ LIMIT_FIELDSET = (
 @admin.register(APIKey)
 class APIKeyAdmin(admin.ModelAdmin):
     list_display = (
-        "name", "prefix", "user", "status", "month_requests", "month_tokens", "month_cost",
-        "rpm_limit", "tpm_limit", "spend_budget", "last_used_at", "expires_at",
+        "name",
+        "prefix",
+        "user",
+        "status",
+        "month_requests",
+        "month_tokens",
+        "month_cost",
+        "rpm_limit",
+        "tpm_limit",
+        "spend_budget",
+        "last_used_at",
+        "expires_at",
     )
     list_filter = ("revoked_at", "expires_at", "user")
     search_fields = ("name", "prefix", "user__username")
@@ -51,8 +60,14 @@ class APIKeyAdmin(admin.ModelAdmin):
         def total(field: str) -> Any:
             return Coalesce(Subquery(month.annotate(s=Sum(field)).values("s")[:1]), 0)
 
-        return super().get_queryset(request).annotate(
-            month_requests=total("requests"), month_tokens=total("total_tokens"), month_cost_nanos=total("cost_nanos")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                month_requests=total("requests"),
+                month_tokens=total("total_tokens"),
+                month_cost_nanos=total("cost_nanos"),
+            )
         )
 
     @admin.display(description="requests this month", ordering="month_requests")
@@ -98,8 +113,14 @@ class APIKeyAdmin(admin.ModelAdmin):
 @admin.register(ModelRoute)
 class ModelRouteAdmin(admin.ModelAdmin):
     list_display = (
-        "model_name", "provider", "upstream_model", "weight", "enabled",
-        "input_price_per_million", "output_price_per_million", "api_key_env",
+        "model_name",
+        "provider",
+        "upstream_model",
+        "weight",
+        "enabled",
+        "input_price_per_million",
+        "output_price_per_million",
+        "api_key_env",
     )
     list_filter = ("provider", "enabled")
     search_fields = ("model_name", "upstream_model")
@@ -107,9 +128,29 @@ class ModelRouteAdmin(admin.ModelAdmin):
 
 
 CSV_FIELDS = (
-    "created_at", "request_id", "endpoint", "key_prefix", "api_key_id", "user_id", "model", "provider", "upstream_model",
-    "stream", "status_code", "error_type", "error_code", "prompt_tokens", "completion_tokens", "total_tokens",
-    "usage_estimated", "cost", "latency_ms", "ttft_ms", "finish_reason", "client_disconnected", "end_user",
+    "created_at",
+    "request_id",
+    "endpoint",
+    "key_prefix",
+    "api_key_id",
+    "user_id",
+    "model",
+    "provider",
+    "upstream_model",
+    "stream",
+    "status_code",
+    "error_type",
+    "error_code",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "usage_estimated",
+    "cost",
+    "latency_ms",
+    "ttft_ms",
+    "finish_reason",
+    "client_disconnected",
+    "end_user",
 )
 
 
@@ -136,8 +177,20 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(RequestLog)
 class RequestLogAdmin(ReadOnlyAdmin):
     list_display = (
-        "created_at", "request_id", "key_prefix", "user", "model", "provider", "stream",
-        "status_code", "total_tokens", "cost", "latency_ms", "ttft_ms", "finish_reason", "client_disconnected",
+        "created_at",
+        "request_id",
+        "key_prefix",
+        "user",
+        "model",
+        "provider",
+        "stream",
+        "status_code",
+        "total_tokens",
+        "cost",
+        "latency_ms",
+        "ttft_ms",
+        "finish_reason",
+        "client_disconnected",
     )
     list_filter = ("status_code", "stream", "provider", "model", "client_disconnected", "api_key", "user", "created_at")
     date_hierarchy = "created_at"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.cache import cache
@@ -39,7 +39,7 @@ class Caller:
     name: str
     expires_at: float | None  # epoch seconds
     revoked: bool
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
 
 
 _UNKNOWN = "unknown"

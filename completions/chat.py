@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import orjson
 
 from . import recorder
 from .auth import Caller
-from .limits import Admission, check_model, limiter, settle_soon
 from .errors import GatewayError, InternalError, UpstreamError, upstream_timeout
 from .failover import call_with_failover, first_with_timeout, with_timeout
+from .limits import Admission, check_model, limiter, settle_soon
 from .pricing import cost_nanos
 from .protocol import ChatCompletionRequest, ChunkFactory, usage
 from .providers import Provider, Route
@@ -88,7 +89,9 @@ async def create(request: ChatCompletionRequest, record: RequestRecord, caller: 
     return outcome
 
 
-async def _serve(request: ChatCompletionRequest, record: RequestRecord, routes: list[Route], admission: Admission) -> Outcome:
+async def _serve(
+    request: ChatCompletionRequest, record: RequestRecord, routes: list[Route], admission: Admission
+) -> Outcome:
     def check(provider: Provider) -> None:
         provider.check(request)
 
@@ -142,14 +145,21 @@ class Relay:
         route: Route,
         admission: Admission | None = None,
     ) -> None:
-        self.first, self.stream, self.request, self.record, self.route, self.admission = first, stream, request, record, route, admission
+        self.first, self.stream, self.request, self.record, self.route, self.admission = (
+            first,
+            stream,
+            request,
+            record,
+            route,
+            admission,
+        )
         self.finish_reasons: dict[int, str] = {}
         self.relayed_text: list[str] = []
         self.got_usage = False
         self.finished = False
         self._events = self._run()
 
-    def __aiter__(self) -> "Relay":
+    def __aiter__(self) -> Relay:
         return self
 
     async def __anext__(self) -> bytes:

@@ -34,10 +34,21 @@ def dashboard_data(start: date, end: date) -> dict[str, Any]:
     """Everything the page draws, as plain JSON-able values."""
     by_day = {row["day"]: row for row in usage.usage_rows(start, end, group_by=("day",))}
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-    empty = {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cost": 0, "error_rate": 0.0}
+    empty = {
+        "requests": 0,
+        "errors": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+        "cost": 0,
+        "error_rate": 0.0,
+    }
     series = [by_day.get(d, empty) for d in days]
     top_keys = usage.top(start, end, "key_id")
-    names = {k.pk: f"{k.name} ({k.prefix}…, {k.user.username})" for k in APIKey.objects.filter(pk__in=[r["key_id"] for r in top_keys]).select_related("user")}
+    names = {
+        k.pk: f"{k.name} ({k.prefix}…, {k.user.username})"
+        for k in APIKey.objects.filter(pk__in=[r["key_id"] for r in top_keys]).select_related("user")
+    }
     totals = usage.usage_total(start, end)
     return {
         "days": [d.isoformat() for d in days],
@@ -48,12 +59,23 @@ def dashboard_data(start: date, end: date) -> dict[str, Any]:
         "completion_tokens": [row["completion_tokens"] for row in series],
         "cost": [float(row["cost"]) for row in series],
         "top_keys": [
-            {"label": names.get(r["key_id"], "no key (rejected)" if r["key_id"] == 0 else f"deleted key #{r['key_id']}"),
-             "requests": r["requests"], "total_tokens": r["total_tokens"], "cost": float(r["cost"])}
+            {
+                "label": names.get(
+                    r["key_id"], "no key (rejected)" if r["key_id"] == 0 else f"deleted key #{r['key_id']}"
+                ),
+                "requests": r["requests"],
+                "total_tokens": r["total_tokens"],
+                "cost": float(r["cost"]),
+            }
             for r in top_keys
         ],
         "top_models": [
-            {"label": r["model"] or "(none)", "requests": r["requests"], "total_tokens": r["total_tokens"], "cost": float(r["cost"])}
+            {
+                "label": r["model"] or "(none)",
+                "requests": r["requests"],
+                "total_tokens": r["total_tokens"],
+                "cost": float(r["cost"]),
+            }
             for r in usage.top(start, end, "model")
         ],
         "latency": usage.latency_percentiles(start, end),

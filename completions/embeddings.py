@@ -9,14 +9,14 @@ from typing import Any
 
 from .auth import Caller
 from .chat import Outcome, route_and_admit, route_headers, use_route
+from .failover import call_with_failover, with_timeout
 from .limits import settle_soon
 from .pricing import cost_nanos
-from .tokens import count_embedding_input
-from .failover import call_with_failover, with_timeout
 from .protocol import EmbeddingRequest
 from .providers import Provider, Route
 from .recorder import RequestRecord
 from .routing import router
+from .tokens import count_embedding_input
 
 
 def encode_base64(vector: list[float]) -> str:

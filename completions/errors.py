@@ -211,7 +211,9 @@ def from_upstream_status(
 def upstream_unreachable(provider: str, detail: str) -> UpstreamError:
     """The provider could not be reached (connection refused, reset, DNS)."""
     return UpstreamError(
-        f"The {provider} upstream could not be reached: {detail}", code="upstream_unreachable", headers={"retry-after": "1"}
+        f"The {provider} upstream could not be reached: {detail}",
+        code="upstream_unreachable",
+        headers={"retry-after": "1"},
     )
 
 

@@ -29,7 +29,7 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -93,7 +93,7 @@ def check_model(limits: Limits, model: str) -> None:
 def period_id(period: str, now: datetime | None = None) -> str:
     if period == "total":
         return "total"
-    return (now or datetime.now(dt_timezone.utc)).strftime("%Y-%m")
+    return (now or datetime.now(UTC)).strftime("%Y-%m")
 
 
 def duration(seconds: float) -> str:
@@ -175,7 +175,8 @@ def refusal(limits: Limits, d: Decision, estimate_tokens: int) -> RateLimited | 
             headers=headers,
         )
     return RateLimited(
-        f"Rate limit reached for requests per minute: limit {limits.rpm}. Please try again in {duration(d.retry_after)}.",
+        f"Rate limit reached for requests per minute: limit {limits.rpm}. "
+        f"Please try again in {duration(d.retry_after)}.",
         type="requests",
         headers=headers,
     )
@@ -197,7 +198,9 @@ class Limiter:
         """Take the request's share of the key's limits, or raise the 429 that says which limit."""
         if not limits.any:
             return Admission(key_id, limits, estimate_tokens, estimate_nanos, "")
-        admission = Admission(key_id, limits, estimate_tokens, estimate_nanos, period_id(limits.period), random_id("", 16))
+        admission = Admission(
+            key_id, limits, estimate_tokens, estimate_nanos, period_id(limits.period), random_id("", 16)
+        )
         now_ms = int(time.time() * 1000)
         decision = await self.decide(admission, now_ms)
         if decision.reason == "init":
@@ -280,13 +283,17 @@ class LocalLimiter(Limiter):
             used_tokens, used_nanos = self.spent[budget_key]
             if lim.token_budget is not None and used_tokens + held_tokens + a.estimate_tokens > lim.token_budget:
                 return Decision(ok=False, reason="token_budget")
-            if lim.spend_budget_nanos is not None and used_nanos + held_nanos + a.estimate_nanos > lim.spend_budget_nanos:
+            if (
+                lim.spend_budget_nanos is not None
+                and used_nanos + held_nanos + a.estimate_nanos > lim.spend_budget_nanos
+            ):
                 return Decision(ok=False, reason="spend_budget")
         rpm = self._refill(f"rpm:{a.key_id}", lim.rpm, now_ms) if lim.rpm is not None else None
         tpm = self._refill(f"tpm:{a.key_id}", lim.tpm, now_ms) if lim.tpm is not None else None
         if rpm is not None and lim.rpm is not None and rpm.level < 1:
             return Decision(
-                ok=False, reason="requests",
+                ok=False,
+                reason="requests",
                 rpm_reset=seconds_to_refill(lim.rpm - rpm.level, lim.rpm),
                 retry_after=seconds_to_refill(1 - rpm.level, lim.rpm),
             )
@@ -295,7 +302,8 @@ class LocalLimiter(Limiter):
                 return Decision(ok=False, reason="too_large", tpm_remaining=int(tpm.level))
             if tpm.level < a.estimate_tokens or tpm.level <= 0:
                 return Decision(
-                    ok=False, reason="tokens",
+                    ok=False,
+                    reason="tokens",
                     rpm_remaining=int(rpm.level) if rpm else 0,
                     tpm_remaining=int(tpm.level),
                     tpm_reset=seconds_to_refill(lim.tpm - tpm.level, lim.tpm),
@@ -366,14 +374,16 @@ local rpm_level, tpm_level = 0, 0
 if rpm >= 0 then
   rpm_level = refill(KEYS[1], rpm)
   if rpm_level < 1 then
-    return {'requests', 0, tostring((rpm - rpm_level) * window / rpm), 0, 0, tostring((1 - rpm_level) * window / rpm)} end
+    local reset, wait = (rpm - rpm_level) * window / rpm, (1 - rpm_level) * window / rpm
+    return {'requests', 0, tostring(reset), 0, 0, tostring(wait)} end
 end
 if tpm >= 0 then
   tpm_level = refill(KEYS[2], tpm)
   if est_tokens > tpm then return {'too_large', 0, 0, math.floor(tpm_level), 0, 0} end
   if tpm_level < est_tokens or tpm_level <= 0 then
     local need = math.max(est_tokens, 1) - tpm_level
-    return {'tokens', math.floor(rpm_level), 0, math.floor(tpm_level), tostring((tpm - tpm_level) * window / tpm), tostring(need * window / tpm)} end
+    local reset, wait = (tpm - tpm_level) * window / tpm, need * window / tpm
+    return {'tokens', math.floor(rpm_level), 0, math.floor(tpm_level), tostring(reset), tostring(wait)} end
 end
 if rpm >= 0 then
   rpm_level = rpm_level - 1

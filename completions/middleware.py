@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase

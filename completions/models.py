@@ -20,7 +20,7 @@ class LimitFields(models.Model):
     """Limits shared by keys and per-user defaults; empty means "inherit" (key) or "unlimited" (user)."""
 
     allowed_models = models.JSONField(
-        null=True, blank=True, help_text='Public model ids this may use; empty list or blank = all.'
+        null=True, blank=True, help_text="Public model ids this may use; empty list or blank = all."
     )
     rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute.")
     tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute.")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -80,8 +80,8 @@ class RefusalPart(Wire):
     refusal: str
 
 
-UserPart = Annotated[Union[TextPart, ImagePart, AudioPart, FilePart], Field(discriminator="type")]
-AssistantPart = Annotated[Union[TextPart, RefusalPart], Field(discriminator="type")]
+UserPart = Annotated[TextPart | ImagePart | AudioPart | FilePart, Field(discriminator="type")]
+AssistantPart = Annotated[TextPart | RefusalPart, Field(discriminator="type")]
 TextParts = Annotated[list[TextPart], Field(min_length=1)]
 
 
@@ -112,7 +112,7 @@ class CustomToolCall(Wire):
     custom: CustomCall
 
 
-ToolCall = Annotated[Union[FunctionToolCall, CustomToolCall], Field(discriminator="type")]
+ToolCall = Annotated[FunctionToolCall | CustomToolCall, Field(discriminator="type")]
 
 
 class AudioRef(Wire):
@@ -152,7 +152,7 @@ class AssistantMessage(Wire):
     annotations: list[dict[str, Any]] | None = None
 
     @model_validator(mode="after")
-    def _content_or_calls(self) -> "AssistantMessage":
+    def _content_or_calls(self) -> AssistantMessage:
         if self.content is None and not self.tool_calls and self.function_call is None and self.refusal is None:
             raise ValueError("an assistant message needs `content` unless it has `tool_calls`")
         return self
@@ -171,7 +171,7 @@ class FunctionMessage(Wire):
 
 
 Message = Annotated[
-    Union[SystemMessage, DeveloperMessage, UserMessage, AssistantMessage, ToolMessage, FunctionMessage],
+    SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage | FunctionMessage,
     Field(discriminator="role"),
 ]
 
@@ -202,7 +202,7 @@ class CustomTool(Wire):
     custom: CustomToolDefinition
 
 
-Tool = Annotated[Union[FunctionTool, CustomTool], Field(discriminator="type")]
+Tool = Annotated[FunctionTool | CustomTool, Field(discriminator="type")]
 
 
 class NamedFunction(Wire):
@@ -229,10 +229,8 @@ class AllowedToolsChoice(Wire):
     allowed_tools: AllowedTools
 
 
-ToolChoiceObject = Annotated[
-    Union[NamedToolChoice, NamedCustomToolChoice, AllowedToolsChoice], Field(discriminator="type")
-]
-ToolChoice = Union[Literal["none", "auto", "required"], ToolChoiceObject]
+ToolChoiceObject = Annotated[NamedToolChoice | NamedCustomToolChoice | AllowedToolsChoice, Field(discriminator="type")]
+ToolChoice = Literal["none", "auto", "required"] | ToolChoiceObject
 
 
 class FunctionsEntry(Wire):
@@ -265,7 +263,7 @@ class ResponseFormatJsonSchema(Wire):
 
 
 ResponseFormat = Annotated[
-    Union[ResponseFormatText, ResponseFormatJsonObject, ResponseFormatJsonSchema],
+    ResponseFormatText | ResponseFormatJsonObject | ResponseFormatJsonSchema,
     Field(discriminator="type"),
 ]
 
@@ -345,13 +343,13 @@ class ChatCompletionRequest(Wire):
     prediction: Prediction | None = None
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ChatCompletionRequest":
-        if self.metadata is not None and (
-            len(self.metadata) > 16 or any(len(k) > 64 for k in self.metadata)
-        ):
+    def _consistent(self) -> ChatCompletionRequest:
+        if self.metadata is not None and (len(self.metadata) > 16 or any(len(k) > 64 for k in self.metadata)):
             raise _semantic("metadata", "`metadata` holds at most 16 pairs with keys of at most 64 characters.")
         if self.stream_options is not None and not self.stream:
-            raise _semantic("stream_options", "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
+            raise _semantic(
+                "stream_options", "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+            )
         if self.top_logprobs is not None and not self.logprobs:
             raise _semantic("top_logprobs", "`top_logprobs` requires `logprobs` to be true.")
         if self.tool_choice is not None and not self.tools:
@@ -422,9 +420,7 @@ class EmbeddingRequest(Wire):
             return [self.input]
         if all(isinstance(x, str) for x in self.input):
             return list(self.input)  # type: ignore[arg-type]
-        raise InvalidRequest(
-            "Token-array inputs are not supported by this gateway; send strings.", param="input"
-        )
+        raise InvalidRequest("Token-array inputs are not supported by this gateway; send strings.", param="input")
 
 
 # ---- parsing ---------------------------------------------------------------------------
@@ -558,7 +554,9 @@ def message(
     return msg
 
 
-def choice(index: int, msg: dict[str, Any], finish_reason: str, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+def choice(
+    index: int, msg: dict[str, Any], finish_reason: str, logprobs: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {"index": index, "message": msg, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
@@ -575,7 +573,7 @@ def completion(
 class ChunkFactory:
     """Builds the chunks of one stream, sharing its id, creation time and model."""
 
-    __slots__ = ("id", "created", "model")
+    __slots__ = ("created", "id", "model")
 
     def __init__(self, model: str, completion_id: str | None = None, created: int | None = None) -> None:
         self.id = completion_id or new_completion_id()

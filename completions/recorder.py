@@ -14,17 +14,17 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from django.db import close_old_connections, connection, transaction
 
 from . import pricing
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass(slots=True)
@@ -34,7 +34,7 @@ class RequestRecord:
     request_id: str
     endpoint: str = "chat.completions"
     started: float = field(default_factory=time.perf_counter)
-    created_at: datetime = field(default_factory=lambda: datetime.now(dt_timezone.utc))
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     key_id: int | None = None
     key_prefix: str = ""
     user_id: int | None = None
@@ -202,7 +202,9 @@ class LogWriter:
             except Exception:
                 logger.exception("writing %d request-log rows failed; retrying in %.1fs", len(batch), delay)
                 if self.pending() > self.max_pending:
-                    logger.error("request log backlog over %d rows; dropping a batch of %d", self.max_pending, len(batch))
+                    logger.error(
+                        "request log backlog over %d rows; dropping a batch of %d", self.max_pending, len(batch)
+                    )
                     return
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
@@ -260,37 +262,37 @@ def _build_insert_plan() -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...
 
 def to_values(r: RequestRecord) -> dict[str, Any]:
     """The RequestLog column values (by attribute name) for a record."""
-    return dict(
-        created_at=r.created_at,
-        request_id=r.request_id,
-        endpoint=r.endpoint,
-        api_key_id=r.key_id,
-        key_prefix=r.key_prefix,
-        user_id=r.user_id,
-        model=r.model[:200],
-        provider=r.provider,
-        upstream_model=r.upstream_model[:200],
-        route_id=r.route_id,
-        stream=r.stream,
-        status_code=r.status_code,
-        error_type=r.error_type[:64],
-        error_code=r.error_code[:64],
-        error_message=r.error_message,
-        prompt_tokens=r.prompt_tokens,
-        completion_tokens=r.completion_tokens,
-        total_tokens=r.total_tokens,
-        usage_estimated=r.usage_estimated,
-        cost=r.cost,
-        latency_ms=r.latency_ms,
-        ttft_ms=r.ttft_ms,
-        finish_reason=r.finish_reason[:32],
-        client_disconnected=r.client_disconnected,
-        attempts=r.attempts,
-        end_user=r.end_user[:256],
-        metadata=r.metadata,
-        request_body=r.request_body,
-        response_text=r.response_text,
-    )
+    return {
+        "created_at": r.created_at,
+        "request_id": r.request_id,
+        "endpoint": r.endpoint,
+        "api_key_id": r.key_id,
+        "key_prefix": r.key_prefix,
+        "user_id": r.user_id,
+        "model": r.model[:200],
+        "provider": r.provider,
+        "upstream_model": r.upstream_model[:200],
+        "route_id": r.route_id,
+        "stream": r.stream,
+        "status_code": r.status_code,
+        "error_type": r.error_type[:64],
+        "error_code": r.error_code[:64],
+        "error_message": r.error_message,
+        "prompt_tokens": r.prompt_tokens,
+        "completion_tokens": r.completion_tokens,
+        "total_tokens": r.total_tokens,
+        "usage_estimated": r.usage_estimated,
+        "cost": r.cost,
+        "latency_ms": r.latency_ms,
+        "ttft_ms": r.ttft_ms,
+        "finish_reason": r.finish_reason[:32],
+        "client_disconnected": r.client_disconnected,
+        "attempts": r.attempts,
+        "end_user": r.end_user[:256],
+        "metadata": r.metadata,
+        "request_body": r.request_body,
+        "response_text": r.response_text,
+    }
 
 
 writer = LogWriter()

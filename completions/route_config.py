@@ -35,8 +35,19 @@ from .models import ModelRoute
 from .providers import known
 
 ROUTE_KEYS = {
-    "model", "provider", "upstream_model", "api_key_env", "base_url", "aliases", "weight", "fallbacks",
-    "max_retries", "timeouts", "price", "options", "enabled",
+    "model",
+    "provider",
+    "upstream_model",
+    "api_key_env",
+    "base_url",
+    "aliases",
+    "weight",
+    "fallbacks",
+    "max_retries",
+    "timeouts",
+    "price",
+    "options",
+    "enabled",
 }
 TIMEOUT_KEYS = {"connect": "connect_timeout", "first_byte": "first_byte_timeout", "idle": "idle_timeout"}
 
@@ -69,7 +80,11 @@ def _expect(cond: bool, where: str, message: str) -> None:
 
 def _number(value: Any, where: str, *, integer: bool = False) -> Any:
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    _expect(ok and not isinstance(value, bool) and value >= 0, where, f"must be a non-negative {'integer' if integer else 'number'}")
+    _expect(
+        ok and not isinstance(value, bool) and value >= 0,
+        where,
+        f"must be a non-negative {'integer' if integer else 'number'}",
+    )
     return value
 
 
@@ -100,19 +115,29 @@ def parse_route(entry: Any, where: str) -> dict[str, Any]:
     }
     for key in ("aliases", "fallbacks"):
         value = entry.get(key, [])
-        _expect(isinstance(value, list) and all(isinstance(x, str) for x in value), f"{where}.{key}", "must be a list of model ids")
+        _expect(
+            isinstance(value, list) and all(isinstance(x, str) for x in value),
+            f"{where}.{key}",
+            "must be a list of model ids",
+        )
         fields[key] = value
     if "weight" in entry:
         fields["weight"] = _number(entry["weight"], f"{where}.weight", integer=True)
     if "max_retries" in entry:
         fields["max_retries"] = _number(entry["max_retries"], f"{where}.max_retries", integer=True)
     timeouts = entry.get("timeouts", {})
-    _expect(isinstance(timeouts, dict) and set(timeouts) <= set(TIMEOUT_KEYS), f"{where}.timeouts", f"keys must be among {sorted(TIMEOUT_KEYS)}")
+    _expect(
+        isinstance(timeouts, dict) and set(timeouts) <= set(TIMEOUT_KEYS),
+        f"{where}.timeouts",
+        f"keys must be among {sorted(TIMEOUT_KEYS)}",
+    )
     for key, column in TIMEOUT_KEYS.items():
         if key in timeouts:
             fields[column] = float(_number(timeouts[key], f"{where}.timeouts.{key}"))
     price = entry.get("price", {})
-    _expect(isinstance(price, dict) and set(price) <= {"input", "output"}, f"{where}.price", "keys must be input and output")
+    _expect(
+        isinstance(price, dict) and set(price) <= {"input", "output"}, f"{where}.price", "keys must be input and output"
+    )
     if "input" in price:
         fields["input_price_per_million"] = _price(price["input"], f"{where}.price.input")
     if "output" in price:
@@ -125,7 +150,11 @@ def parse_route(entry: Any, where: str) -> dict[str, Any]:
 
 def parse(data: Any) -> list[dict[str, Any]]:
     """Validate a whole routing document; every problem is reported with its location."""
-    _expect(isinstance(data, dict) and isinstance(data.get("routes"), list), "file", "must be a mapping with a `routes` list")
+    _expect(
+        isinstance(data, dict) and isinstance(data.get("routes"), list),
+        "file",
+        "must be a mapping with a `routes` list",
+    )
     extra = set(data) - {"routes"}
     _expect(not extra, "file", f"unknown top-level keys {sorted(extra)}")
     return [parse_route(entry, f"routes[{i}]") for i, entry in enumerate(data["routes"])]

@@ -15,9 +15,10 @@ import logging
 import os
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -74,7 +75,9 @@ BUILTIN_MODELS: dict[str, tuple[str, list[tuple[str, str, str, str]]]] = {
 def builtin_routes(environ: dict[str, str] | None = None) -> list[Route]:
     """The routes that exist without any configuration."""
     environ = dict(os.environ) if environ is None else environ
-    routes = [Route(model_name=settings.GATEWAY_MOCK_MODEL, provider="mock", upstream_model=settings.GATEWAY_MOCK_MODEL)]
+    routes = [
+        Route(model_name=settings.GATEWAY_MOCK_MODEL, provider="mock", upstream_model=settings.GATEWAY_MOCK_MODEL)
+    ]
     if environ.get("GATEWAY_BUILTIN_ROUTES", "true").lower() in ("0", "false", "no"):
         return routes
     for provider, (env_name, models) in BUILTIN_MODELS.items():
@@ -138,7 +141,7 @@ class RouteTable:
     by_model: dict[str, list[Route]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, builtin: Iterable[Route], configured: Iterable[Route]) -> "RouteTable":
+    def build(cls, builtin: Iterable[Route], configured: Iterable[Route]) -> RouteTable:
         table = cls()
         configured = list(configured)
         configured_names = {name for r in configured for name in (r.model_name, *r.aliases)}

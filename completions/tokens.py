@@ -7,7 +7,8 @@ estimate usage when an upstream reports none.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .protocol import ImagePart, TextPart
 

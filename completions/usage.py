@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone as dt_timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 from django.db import connection
 from django.db.models import QuerySet, Sum
@@ -22,7 +23,15 @@ from django.utils import timezone
 from .models import LATENCY_BUCKETS_MS, NANOS, LatencyDaily, UsageDaily
 from .recorder import RequestRecord
 
-SUM_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost_nanos", "latency_ms_total")
+SUM_FIELDS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_nanos",
+    "latency_ms_total",
+)
 
 
 def bucket_for(latency_ms: int) -> int:
@@ -32,7 +41,7 @@ def bucket_for(latency_ms: int) -> int:
 
 
 def _utc_day(moment: datetime) -> date:
-    return moment.astimezone(dt_timezone.utc).date() if moment.tzinfo else moment.date()
+    return moment.astimezone(UTC).date() if moment.tzinfo else moment.date()
 
 
 def aggregate(records: Iterable[RequestRecord]) -> tuple[dict[tuple[Any, ...], list[int]], dict[tuple[Any, ...], int]]:
@@ -107,7 +116,9 @@ def _totals(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def usage_rows(start: date, end: date, scope: Scope = Scope(), group_by: tuple[str, ...] = ("day",)) -> list[dict[str, Any]]:
+def usage_rows(
+    start: date, end: date, scope: Scope = Scope(), group_by: tuple[str, ...] = ("day",)
+) -> list[dict[str, Any]]:
     """Sums between `start` and `end` (inclusive) grouped by any of day, key_id, user_id, model."""
     qs = scope.filter(UsageDaily.objects.filter(day__gte=start, day__lte=end))
     rows = qs.values(*group_by).annotate(**{f: Sum(f) for f in SUM_FIELDS}).order_by(*group_by)
@@ -115,18 +126,24 @@ def usage_rows(start: date, end: date, scope: Scope = Scope(), group_by: tuple[s
 
 
 def usage_total(start: date, end: date, scope: Scope = Scope()) -> dict[str, Any]:
-    row = scope.filter(UsageDaily.objects.filter(day__gte=start, day__lte=end)).aggregate(**{f: Sum(f) for f in SUM_FIELDS})
+    row = scope.filter(UsageDaily.objects.filter(day__gte=start, day__lte=end)).aggregate(
+        **{f: Sum(f) for f in SUM_FIELDS}
+    )
     return _totals(row)
 
 
-def top(start: date, end: date, by: str, scope: Scope = Scope(), limit: int = 10, order: str = "cost_nanos") -> list[dict[str, Any]]:
+def top(
+    start: date, end: date, by: str, scope: Scope = Scope(), limit: int = 10, order: str = "cost_nanos"
+) -> list[dict[str, Any]]:
     """The `limit` largest keys or models in the range, by cost then requests."""
     qs = scope.filter(UsageDaily.objects.filter(day__gte=start, day__lte=end))
     rows = qs.values(by).annotate(**{f: Sum(f) for f in SUM_FIELDS}).order_by(f"-{order}", "-requests")[:limit]
     return [{by: row[by], **_totals(row)} for row in rows]
 
 
-def latency_percentiles(start: date, end: date, model: str | None = None, percentiles: Iterable[int] = (50, 90, 99)) -> dict[int, int | None]:
+def latency_percentiles(
+    start: date, end: date, model: str | None = None, percentiles: Iterable[int] = (50, 90, 99)
+) -> dict[int, int | None]:
     """Latency percentiles (ms, the upper bound of the bucket they fall in) from the histogram roll-up."""
     qs = LatencyDaily.objects.filter(day__gte=start, day__lte=end)
     if model:

@@ -14,7 +14,8 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -44,7 +45,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     try:
         redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=3).ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.exit(f"Redis at {settings.REDIS_URL} is unreachable: {exc}", returncode=3)
 
 
@@ -69,7 +70,7 @@ class ServerThread:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "ServerThread":
+    def start(self) -> ServerThread:
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:
@@ -115,7 +116,9 @@ def gateway(server: ServerThread, transactional_db: Any) -> Iterator[ServerThrea
 def user(transactional_db: Any) -> Any:
     from django.contrib.auth import get_user_model
 
-    return get_user_model().objects.create_user(username=f"user-{uuid.uuid4().hex[:6]}", password="pw-" + uuid.uuid4().hex)
+    return get_user_model().objects.create_user(
+        username=f"user-{uuid.uuid4().hex[:6]}", password="pw-" + uuid.uuid4().hex
+    )
 
 
 @pytest.fixture

@@ -55,14 +55,14 @@ def _strict(node: Any, inside_all_of: bool = False) -> Any:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def spec() -> dict[str, Any]:
     with SPEC_PATH.open() as fh:
         raw = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return _rewrite_nullable(raw)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _registry(strict: bool) -> Registry:
     document = copy.deepcopy(spec())
     if strict:
@@ -70,7 +70,7 @@ def _registry(strict: bool) -> Registry:
     return Registry().with_resource(SPEC_URI, Resource(contents=document, specification=DRAFT202012))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def validator(schema_name: str, strict: bool = True) -> Draft202012Validator:
     """A validator for `#/components/schemas/<schema_name>`."""
     ref = {"$ref": f"{SPEC_URI}#/components/schemas/{schema_name}"}

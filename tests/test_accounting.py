@@ -7,7 +7,7 @@ import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -27,8 +27,18 @@ def log_totals() -> dict[tuple[Any, ...], list[int]]:
     """The roll-up computed the slow way: a scan of the whole log."""
     totals: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * len(FIELDS))
     for row in RequestLog.objects.all().iterator():
-        t = totals[(row.created_at.astimezone(timezone.utc).date(), row.api_key_id or 0, row.model)]
-        for i, value in enumerate((1, int(row.status_code >= 400), row.prompt_tokens, row.completion_tokens, row.total_tokens, int(row.cost * NANOS), row.latency_ms)):
+        t = totals[(row.created_at.astimezone(UTC).date(), row.api_key_id or 0, row.model)]
+        for i, value in enumerate(
+            (
+                1,
+                int(row.status_code >= 400),
+                row.prompt_tokens,
+                row.completion_tokens,
+                row.total_tokens,
+                int(row.cost * NANOS),
+                row.latency_ms,
+            )
+        ):
             t[i] += value
     return dict(totals)
 
@@ -52,19 +62,29 @@ def assert_agree() -> None:
 @pytest.mark.slow
 def test_rollups_match_the_log_after_thousands_of_mixed_requests(gateway: Any, django_user_model: Any) -> None:
     ModelRoute.objects.create(
-        model_name="priced", provider="mock", upstream_model="priced",
-        input_price_per_million=Decimal("0.37"), output_price_per_million=Decimal("1.11"),
+        model_name="priced",
+        provider="mock",
+        upstream_model="priced",
+        input_price_per_million=Decimal("0.37"),
+        output_price_per_million=Decimal("1.11"),
     )
     ModelRoute.objects.create(model_name="slow", provider="mock", upstream_model="slow", options={"chunk_delay_ms": 40})
     users = [django_user_model.objects.create_user(f"acct-{i}") for i in range(2)]
-    secrets = [create_api_key(users[0], "a")[1], create_api_key(users[1], "b")[1], create_api_key(users[1], "limited", rpm_limit=25)[1]]
+    secrets = [
+        create_api_key(users[0], "a")[1],
+        create_api_key(users[1], "b")[1],
+        create_api_key(users[1], "limited", rpm_limit=25)[1],
+    ]
     rng = random.Random(42)
     url = gateway.url + "/v1/chat/completions"
 
     def request(i: int) -> int:
         kind = rng.choice(["ok"] * 10 + ["stream"] * 3 + ["bad"] * 2 + ["unknown", "badkey", "limited"])
         secret = secrets[i % 2]
-        body: dict[str, Any] = {"model": rng.choice(["mock-gpt-model", "priced"]), "messages": [{"role": "user", "content": " ".join(["w"] * rng.randint(1, 40))}]}
+        body: dict[str, Any] = {
+            "model": rng.choice(["mock-gpt-model", "priced"]),
+            "messages": [{"role": "user", "content": " ".join(["w"] * rng.randint(1, 40))}],
+        }
         if kind == "stream":
             body["stream"] = True
         elif kind == "bad":
@@ -80,7 +100,10 @@ def test_rollups_match_the_log_after_thousands_of_mixed_requests(gateway: Any, d
 
     def cut_short(i: int) -> None:
         body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": " ".join(["x"] * 50)}]}
-        with httpx.Client(timeout=30) as http, http.stream("POST", url, json=body, headers={"Authorization": f"Bearer {secrets[i % 2]}"}) as r:
+        with (
+            httpx.Client(timeout=30) as http,
+            http.stream("POST", url, json=body, headers={"Authorization": f"Bearer {secrets[i % 2]}"}) as r,
+        ):
             next(r.iter_lines())
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -102,17 +125,25 @@ def test_concurrent_writers_keep_rollups_exact(transactional_db: Any) -> None:
     writers = [LogWriter(batch_size=50) for _ in range(3)]
     for w in writers:
         w.hooks.append(rollup)
-    day = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    day = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
     def produce(w: LogWriter, seed: int) -> None:
         rng = random.Random(seed)
         for i in range(400):
-            w.submit(RequestRecord(
-                request_id=f"w{seed}-{i}", created_at=day + timedelta(hours=rng.choice([0, 13])), key_id=None,
-                model=rng.choice(["m1", "m2"]), status_code=rng.choice([200, 200, 500]),
-                prompt_tokens=rng.randint(0, 50), completion_tokens=rng.randint(0, 50), latency_ms=rng.randint(1, 3000),
-                input_price=Decimal("3"), output_price=Decimal("15"),
-            ))
+            w.submit(
+                RequestRecord(
+                    request_id=f"w{seed}-{i}",
+                    created_at=day + timedelta(hours=rng.choice([0, 13])),
+                    key_id=None,
+                    model=rng.choice(["m1", "m2"]),
+                    status_code=rng.choice([200, 200, 500]),
+                    prompt_tokens=rng.randint(0, 50),
+                    completion_tokens=rng.randint(0, 50),
+                    latency_ms=rng.randint(1, 3000),
+                    input_price=Decimal("3"),
+                    output_price=Decimal("15"),
+                )
+            )
 
     threads = [threading.Thread(target=produce, args=(w, i)) for i, w in enumerate(writers)]
     for t in threads:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -534,7 +535,7 @@ def test_tool_use_message() -> None:
 def translate(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     translator = StreamTranslator(p.ChunkFactory("claude-sonnet-4-6"))
     chunks = [chunk for event in events for chunk in translator.feed(event)]
-    return chunks + [translator.end()]
+    return [*chunks, translator.end()]
 
 
 def reassemble(chunks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1049,11 +1050,13 @@ def test_e2e_client_disconnect_closes_upstream_stream(
     fake.script(Reply(events=[*events[:4], gate, *events[4:]]))
     body = {"model": claude, "messages": HELLO, "stream": True}
     headers = {"Authorization": f"Bearer {api_key}", "x-request-id": "gone-early"}
-    with httpx.Client(timeout=10) as http:
-        with http.stream("POST", gateway.url + "/v1/chat/completions", json=body, headers=headers) as response:
-            lines = response.iter_lines()
-            first = next(line for line in lines if line.startswith("data: "))
-            assert json.loads(first[6:])["choices"][0]["delta"]["role"] == "assistant"
+    with (
+        httpx.Client(timeout=10) as http,
+        http.stream("POST", gateway.url + "/v1/chat/completions", json=body, headers=headers) as response,
+    ):
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        assert json.loads(first[6:])["choices"][0]["delta"]["role"] == "assistant"
     deadline = time.monotonic() + 10
     while fake.disconnects == 0 and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -71,7 +71,11 @@ def test_staff_see_everyone_and_set_limits(people: dict[str, Any]) -> None:
     staff = api(people["staff"])
     assert {k["user"] for k in staff.get("/api/keys/").json()} == {"alice", "bob"}
     assert {k["user"] for k in staff.get(f"/api/keys/?user={people['bob'].pk}").json()} == {"bob"}
-    made = staff.post("/api/keys/", {"name": "for bob", "user_id": people["bob"].pk, "rpm_limit": 7, "allowed_models": ["mock-gpt-model"]}, format="json").json()
+    made = staff.post(
+        "/api/keys/",
+        {"name": "for bob", "user_id": people["bob"].pk, "rpm_limit": 7, "allowed_models": ["mock-gpt-model"]},
+        format="json",
+    ).json()
     key = APIKey.objects.get(pk=made["id"])
     assert (key.user, key.rpm_limit, key.allowed_models) == (people["bob"], 7, ["mock-gpt-model"])
 
@@ -80,20 +84,45 @@ def test_staff_see_everyone_and_set_limits(people: dict[str, Any]) -> None:
 def test_usage_and_logs_are_scoped_filtered_and_paginated(people: dict[str, Any]) -> None:
     ka, _ = create_api_key(people["alice"], "a")
     kb, _ = create_api_key(people["bob"], "b")
-    day1 = datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
-    day2 = datetime(2026, 11, 2, 10, tzinfo=timezone.utc)
+    day1 = datetime(2026, 11, 1, 10, tzinfo=UTC)
+    day2 = datetime(2026, 11, 2, 10, tzinfo=UTC)
     records = []
     for i in range(7):
-        records.append(RequestRecord(request_id=f"a{i}", created_at=day1 if i < 4 else day2, key_id=ka.pk, user_id=people["alice"].pk,
-                                     model="m1" if i % 2 else "m2", status_code=200 if i else 500, prompt_tokens=10, completion_tokens=5,
-                                     input_price=Decimal("1"), output_price=Decimal("2"), latency_ms=100))
+        records.append(
+            RequestRecord(
+                request_id=f"a{i}",
+                created_at=day1 if i < 4 else day2,
+                key_id=ka.pk,
+                user_id=people["alice"].pk,
+                model="m1" if i % 2 else "m2",
+                status_code=200 if i else 500,
+                prompt_tokens=10,
+                completion_tokens=5,
+                input_price=Decimal("1"),
+                output_price=Decimal("2"),
+                latency_ms=100,
+            )
+        )
     for i in range(3):
-        records.append(RequestRecord(request_id=f"b{i}", created_at=day1, key_id=kb.pk, user_id=people["bob"].pk, model="m1",
-                                     prompt_tokens=1, completion_tokens=1, latency_ms=10))
+        records.append(
+            RequestRecord(
+                request_id=f"b{i}",
+                created_at=day1,
+                key_id=kb.pk,
+                user_id=people["bob"].pk,
+                model="m1",
+                prompt_tokens=1,
+                completion_tokens=1,
+                latency_ms=10,
+            )
+        )
     write(records)
     alice = api(people["alice"])
     by_day = alice.get("/api/usage/?start=2026-11-01&end=2026-11-02&group_by=day").json()["data"]
-    assert [(d["day"], d["requests"], d["errors"], d["total_tokens"]) for d in by_day] == [("2026-11-01", 4, 1, 60), ("2026-11-02", 3, 0, 45)]
+    assert [(d["day"], d["requests"], d["errors"], d["total_tokens"]) for d in by_day] == [
+        ("2026-11-01", 4, 1, 60),
+        ("2026-11-02", 3, 0, 45),
+    ]
     assert Decimal(by_day[0]["cost"]) == Decimal("0.00008")  # 4 x (10 x 1 + 5 x 2) / 1e6
     by_model = alice.get("/api/usage/?start=2026-11-01&end=2026-11-02&group_by=model").json()["data"]
     assert {d["model"]: d["requests"] for d in by_model} == {"m1": 3, "m2": 4}
@@ -102,7 +131,9 @@ def test_usage_and_logs_are_scoped_filtered_and_paginated(people: dict[str, Any]
     assert alice.get(f"/api/usage/?key={kb.pk}&start=2026-11-01").status_code == 404  # Bob's key
     bad = alice.get("/api/usage/?start=2026-11-05&end=2026-11-01")
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "start"
-    staff_total = api(people["staff"]).get("/api/usage/?start=2026-11-01&end=2026-11-02&group_by=total").json()["data"][0]
+    staff_total = (
+        api(people["staff"]).get("/api/usage/?start=2026-11-01&end=2026-11-02&group_by=total").json()["data"][0]
+    )
     assert staff_total["requests"] == 10
 
     page = alice.get("/api/logs/?page_size=3").json()

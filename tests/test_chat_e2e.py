@@ -71,7 +71,7 @@ def sse_events(response: httpx.Response) -> list[str]:
     payloads = []
     for event in events[:-1]:
         assert event.startswith("data: "), event
-        payloads.append(event[len("data: "):])
+        payloads.append(event[len("data: ") :])
     return payloads
 
 
@@ -125,7 +125,9 @@ def test_async_client_completion_and_stream(async_client: Any) -> None:
     completion, chunks = asyncio.run(run())
     assert completion.choices[0].message.content == "is 1 + 1 equal to 2?"
     assert chunks[-1].usage.total_tokens == completion.usage.total_tokens
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == completion.choices[0].message.content
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == completion.choices[0].message.content
+    )
 
 
 def test_history_and_parameters(client: Any) -> None:
@@ -135,7 +137,9 @@ def test_history_and_parameters(client: Any) -> None:
         {"role": "assistant", "content": "first answer"},
         {"role": "user", "content": [{"type": "text", "text": "one two three four five"}]},
     ]
-    r = client.chat.completions.create(model="mock-gpt-model", messages=messages, max_tokens=3, n=2, stop=["zzz"], temperature=0.2, seed=7)
+    r = client.chat.completions.create(
+        model="mock-gpt-model", messages=messages, max_tokens=3, n=2, stop=["zzz"], temperature=0.2, seed=7
+    )
     assert [c.message.content for c in r.choices] == ["one two three"] * 2
     assert [c.finish_reason for c in r.choices] == ["length", "length"]
     assert [c.index for c in r.choices] == [0, 1]
@@ -169,7 +173,9 @@ def test_logprobs_and_json_mode(client: Any) -> None:
     assert "".join(t.token for t in lp) == r.choices[0].message.content
     assert all(t.logprob == 0.0 and t.top_logprobs[0].token == t.token for t in lp)
     assert_valid(raw_response(r), "CreateChatCompletionResponse")
-    r = client.chat.completions.create(model="mock-gpt-model", messages=QUESTION, response_format={"type": "json_object"})
+    r = client.chat.completions.create(
+        model="mock-gpt-model", messages=QUESTION, response_format={"type": "json_object"}
+    )
     assert json.loads(r.choices[0].message.content) == {"echo": "is 1 + 1 equal to 2?"}
 
 
@@ -198,12 +204,19 @@ def test_tool_call_loop_with_mock(client: Any) -> None:
     # Streaming tool calls arrive in OpenAI's incremental shape.
     chunks = list(
         client.chat.completions.create(
-            model="mock-gpt-model", messages=[{"role": "user", "content": "weather in get_weather Rome"}], tools=tools, stream=True
+            model="mock-gpt-model",
+            messages=[{"role": "user", "content": "weather in get_weather Rome"}],
+            tools=tools,
+            stream=True,
         )
     )
     head = chunks[0].choices[0].delta.tool_calls[0]
     assert head.index == 0 and head.id.startswith("call_") and head.function.name == "get_weather"
-    args = "".join(c.choices[0].delta.tool_calls[0].function.arguments or "" for c in chunks if c.choices and c.choices[0].delta.tool_calls)
+    args = "".join(
+        c.choices[0].delta.tool_calls[0].function.arguments or ""
+        for c in chunks
+        if c.choices and c.choices[0].delta.tool_calls
+    )
     assert json.loads(args) == {"city": "weather in get_weather Rome"}
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 

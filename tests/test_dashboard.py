@@ -6,8 +6,7 @@ import csv
 import io
 import os
 import shutil
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -33,12 +32,36 @@ def sample(key_a: Any, key_b: Any, today: datetime) -> list[RequestRecord]:
     for day, n_a, n_b in ((2, 3, 1), (1, 5, 2), (0, 4, 0)):
         at = today - timedelta(days=day)
         for i in range(n_a):
-            out.append(RequestRecord(request_id=f"a-{day}-{i}", created_at=at, key_id=key_a.pk, user_id=key_a.user_id, model="alpha",
-                                     status_code=500 if i == 0 else 200, prompt_tokens=100, completion_tokens=50,
-                                     input_price=Decimal("2"), output_price=Decimal("8"), latency_ms=120 + i))
+            out.append(
+                RequestRecord(
+                    request_id=f"a-{day}-{i}",
+                    created_at=at,
+                    key_id=key_a.pk,
+                    user_id=key_a.user_id,
+                    model="alpha",
+                    status_code=500 if i == 0 else 200,
+                    prompt_tokens=100,
+                    completion_tokens=50,
+                    input_price=Decimal("2"),
+                    output_price=Decimal("8"),
+                    latency_ms=120 + i,
+                )
+            )
         for i in range(n_b):
-            out.append(RequestRecord(request_id=f"b-{day}-{i}", created_at=at, key_id=key_b.pk, user_id=key_b.user_id, model="beta",
-                                     prompt_tokens=10, completion_tokens=10, input_price=Decimal("1"), output_price=Decimal("1"), latency_ms=900))
+            out.append(
+                RequestRecord(
+                    request_id=f"b-{day}-{i}",
+                    created_at=at,
+                    key_id=key_b.pk,
+                    user_id=key_b.user_id,
+                    model="beta",
+                    prompt_tokens=10,
+                    completion_tokens=10,
+                    input_price=Decimal("1"),
+                    output_price=Decimal("1"),
+                    latency_ms=900,
+                )
+            )
     return out
 
 
@@ -48,7 +71,7 @@ def traffic(django_user_model: Any) -> dict[str, Any]:
     bob = django_user_model.objects.create_user("bob")
     key_a, _ = create_api_key(alice, "alice-key")
     key_b, _ = create_api_key(bob, "bob-key")
-    today = timezone.now().replace(hour=12, minute=0, second=0, microsecond=0).astimezone(dt_timezone.utc)
+    today = timezone.now().replace(hour=12, minute=0, second=0, microsecond=0).astimezone(UTC)
     write(sample(key_a, key_b, today))
     return {"key_a": key_a, "key_b": key_b, "today": today.date()}
 
@@ -102,7 +125,9 @@ def test_csv_export_follows_the_changelist_filters(staff: Client, traffic: dict[
     everything = staff.get("/admin/completions/requestlog/export/")
     assert len(list(csv.DictReader(io.StringIO(b"".join(everything.streaming_content).decode())))) == 15
     searched = staff.get("/admin/completions/requestlog/export/?q=a-1-2")
-    assert [r["request_id"] for r in csv.DictReader(io.StringIO(b"".join(searched.streaming_content).decode()))] == ["a-1-2"]
+    assert [r["request_id"] for r in csv.DictReader(io.StringIO(b"".join(searched.streaming_content).decode()))] == [
+        "a-1-2"
+    ]
     assert "Export CSV" in staff.get("/admin/completions/requestlog/").content.decode()
 
 
@@ -113,7 +138,9 @@ CHROMEDRIVER = shutil.which("chromedriver")
 need_browser = os.environ.get("GATEWAY_REQUIRE_BROWSER") == "1"
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not need_browser, reason="Chromium and chromedriver are not installed")
+@pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER) and not need_browser, reason="Chromium and chromedriver are not installed"
+)
 def test_browser_logs_in_and_sees_the_charts(gateway: Any, traffic: dict[str, Any], django_user_model: Any) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -125,8 +152,17 @@ def test_browser_logs_in_and_sees_the_charts(gateway: Any, traffic: dict[str, An
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM or "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1400,1200"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1200",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER or "/usr/bin/chromedriver"), options=options)
     try:
@@ -136,7 +172,9 @@ def test_browser_logs_in_and_sees_the_charts(gateway: Any, traffic: dict[str, An
         driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
         WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "usage-dashboard-link"))
         driver.find_element(By.ID, "usage-dashboard-link").click()
-        WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.body.dataset.chartsReady === 'true'"))
+        WebDriverWait(driver, 10).until(
+            lambda d: d.execute_script("return document.body.dataset.chartsReady === 'true'")
+        )
         charts = driver.execute_script(
             "const c = window.dashboardCharts; const out = {};"
             "for (const [name, chart] of Object.entries(c)) {"

@@ -40,7 +40,11 @@ def envelope(response: httpx.Response, status: int) -> dict[str, Any]:
         ({"tool_choice": "auto"}, "tool_choice", "only allowed when `tools`"),
         ({"response_format": {"type": "yaml"}}, "response_format", "does not match"),
         ({"web_search_options": {}}, "web_search_options", "not supported by model `mock-gpt-model`"),
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format", "json_schema"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
+            "response_format",
+            "json_schema",
+        ),
     ],
 )
 def test_bad_parameters_are_400_naming_the_param(client: Any, kwargs: dict[str, Any], param: str, needle: str) -> None:
@@ -59,7 +63,10 @@ def test_bad_parameters_are_400_naming_the_param(client: Any, kwargs: dict[str, 
         ([], "messages"),
         ([{"role": "user"}], "messages[0].content"),
         ([{"role": "wizard", "content": "x"}], "messages[0]"),
-        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x", "detail": "huge"}}]}], "messages[0].content[0].image_url.detail"),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x", "detail": "huge"}}]}],
+            "messages[0].content[0].image_url.detail",
+        ),
         ([{"role": "tool", "content": "x"}], "messages[0].tool_call_id"),
         ([{"role": "user", "content": "x", "colour": "red"}], "messages[0].colour"),
     ],
@@ -94,21 +101,27 @@ def test_auth_failures_are_401_with_distinct_messages(gateway: Any, api_key: str
         assert exc.value.body["code"] == "invalid_api_key"
         return exc.value.body
 
-    expired, expired_secret = create_api_key(user, "old", expires_at=timezone.now() - timedelta(seconds=1))
+    _expired, expired_secret = create_api_key(user, "old", expires_at=timezone.now() - timedelta(seconds=1))
     revoked, revoked_secret = create_api_key(user, "gone")
     revoke_api_key(revoked)
     unknown = fail("sk-gw-" + "A" * 43)
     other = fail("not-even-our-format")
     expired_msg = fail(expired_secret)["message"]
     revoked_msg = fail(revoked_secret)["message"]
-    missing = envelope(httpx.post(gateway.url + "/v1/chat/completions", json={"model": "mock-gpt-model", "messages": MESSAGES}), 401)
+    missing = envelope(
+        httpx.post(gateway.url + "/v1/chat/completions", json={"model": "mock-gpt-model", "messages": MESSAGES}), 401
+    )
     messages = {unknown["message"], expired_msg, revoked_msg, missing["message"]}
     assert len(messages) == 4
     assert "Incorrect API key provided" in unknown["message"] and "A" * 20 not in unknown["message"]
     assert "Incorrect API key provided" in other["message"]
     assert "expired" in expired_msg and "revoked" in revoked_msg and "didn't provide" in missing["message"]
     # x-api-key works as well as Bearer.
-    ok = httpx.post(gateway.url + "/v1/chat/completions", json={"model": "mock-gpt-model", "messages": MESSAGES}, headers={"x-api-key": api_key})
+    ok = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json={"model": "mock-gpt-model", "messages": MESSAGES},
+        headers={"x-api-key": api_key},
+    )
     assert ok.status_code == 200
     rows = log_rows(status_code=401)
     assert len(rows) == 5 and all(r.error_code == "invalid_api_key" for r in rows)
@@ -168,7 +181,9 @@ def test_internal_error_is_500_envelope_without_details(client: Any, raw: httpx.
     err = envelope(raw.post("/v1/chat/completions", json={"model": "broken-model", "messages": MESSAGES}), 500)
     assert err["type"] == "server_error"
     # A failure after the stream started ends it with an error event, then [DONE].
-    with raw.stream("POST", "/v1/chat/completions", json={"model": "broken-model", "messages": MESSAGES, "stream": True}) as r:
+    with raw.stream(
+        "POST", "/v1/chat/completions", json={"model": "broken-model", "messages": MESSAGES, "stream": True}
+    ) as r:
         assert r.status_code == 200
         events = [e.removeprefix("data: ") for e in r.read().decode().split("\n\n") if e]
     assert events[-1] == "[DONE]"

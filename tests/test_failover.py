@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -29,7 +30,9 @@ def upstreams() -> Iterator[tuple[FakeOpenAI, FakeOpenAI]]:
 
 
 @pytest.fixture
-def fakes(upstreams: tuple[FakeOpenAI, FakeOpenAI], gateway: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeOpenAI, FakeOpenAI]]:
+def fakes(
+    upstreams: tuple[FakeOpenAI, FakeOpenAI], gateway: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[FakeOpenAI, FakeOpenAI]]:
     for fake in upstreams:
         fake.reset()
     settings.GATEWAY_RETRY_BASE_SECONDS = 0.01
@@ -41,7 +44,14 @@ def fakes(upstreams: tuple[FakeOpenAI, FakeOpenAI], gateway: Any, settings: Any,
 
 def route(model: str, fake: FakeOpenAI | None, upstream: str = "up", **fields: Any) -> ModelRoute:
     base_url = fake.url + "/v1" if fake else f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    return ModelRoute.objects.create(model_name=model, provider="openai", upstream_model=upstream, base_url=base_url, api_key_env="FAKE_UPSTREAM_KEY", **fields)
+    return ModelRoute.objects.create(
+        model_name=model,
+        provider="openai",
+        upstream_model=upstream,
+        base_url=base_url,
+        api_key_env="FAKE_UPSTREAM_KEY",
+        **fields,
+    )
 
 
 def test_weighted_spread_over_two_routes(fakes: Any, client: Any) -> None:
@@ -96,7 +106,11 @@ def test_all_routes_fail_gives_the_last_upstream_error(fakes: Any, client: Any) 
     route("doomed", a, max_retries=0, fallbacks=["doomed-too"])
     route("doomed-too", b, max_retries=0)
     a.script(Reply(status=500, json=error("first broke", "server_error")))
-    b.script(Reply(status=429, json=error("slow down", "requests", code="rate_limit_exceeded"), headers={"retry-after": "30"}))
+    b.script(
+        Reply(
+            status=429, json=error("slow down", "requests", code="rate_limit_exceeded"), headers={"retry-after": "30"}
+        )
+    )
     with pytest.raises(openai.RateLimitError) as exc:
         client.chat.completions.create(model="doomed", messages=HI)
     assert exc.value.body["message"] == "slow down"
@@ -173,7 +187,7 @@ def test_stream_stalled_between_chunks_ends_with_an_error_event(fakes: Any, raw:
 
 
 def test_stream_first_byte_failure_is_retried_but_a_mid_stream_drop_is_reported(fakes: Any, raw: httpx.Client) -> None:
-    a, b = fakes
+    a, _b = fakes
     route("wobbly", a, max_retries=1)
     a.script(Reply(status=503, json=error("warming up", "server_error")))  # before the first byte: retried
     with raw.stream("POST", "/v1/chat/completions", json={"model": "wobbly", "messages": HI, "stream": True}) as r:

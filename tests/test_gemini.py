@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -135,8 +136,12 @@ def test_tool_calls_and_results_become_function_parts() -> None:
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-                     "extra_content": {"google": {"thought_signature": b64(SIGNATURE)}}},
+                    {
+                        "id": "call_a",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                        "extra_content": {"google": {"thought_signature": b64(SIGNATURE)}},
+                    },
                     {"id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": ""}},
                 ],
             },
@@ -145,10 +150,14 @@ def test_tool_calls_and_results_become_function_parts() -> None:
         ],
         tools=[WEATHER_TOOL],
     )
-    user, model, results = to_gemini(request, "gemini-2.5-flash").contents
+    _user, model, results = to_gemini(request, "gemini-2.5-flash").contents
     assert model.role == "model"
     first, second = model.parts
-    assert (first.function_call.name, first.function_call.args, first.thought_signature) == ("get_weather", {"city": "Paris"}, SIGNATURE)
+    assert (first.function_call.name, first.function_call.args, first.thought_signature) == (
+        "get_weather",
+        {"city": "Paris"},
+        SIGNATURE,
+    )
     assert (second.function_call.name, second.function_call.args, second.thought_signature) == ("get_time", {}, None)
     assert results.role == "user"
     assert [(r.function_response.name, r.function_response.response) for r in results.parts] == [
@@ -160,18 +169,25 @@ def test_tool_calls_and_results_become_function_parts() -> None:
 def test_signature_accepted_in_url_safe_alphabet_and_placeholder_when_missing() -> None:
     urlsafe = base64.urlsafe_b64encode(SIGNATURE).decode().rstrip("=")
     calls = [
-        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}, "extra_content": {"google": {"thought_signature": urlsafe}}},
+        {
+            "id": "c1",
+            "type": "function",
+            "function": {"name": "f", "arguments": "{}"},
+            "extra_content": {"google": {"thought_signature": urlsafe}},
+        },
     ]
     unsigned = [
         {"id": "c2", "type": "function", "function": {"name": "f", "arguments": "{}"}},
         {"id": "c3", "type": "function", "function": {"name": "f", "arguments": "{}"}},
     ]
-    request = chat(messages=[
-        {"role": "user", "content": "go"},
-        {"role": "assistant", "tool_calls": calls},
-        {"role": "tool", "tool_call_id": "c1", "content": "1"},
-        {"role": "assistant", "tool_calls": unsigned},
-    ])
+    request = chat(
+        messages=[
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "tool_calls": calls},
+            {"role": "tool", "tool_call_id": "c1", "content": "1"},
+            {"role": "assistant", "tool_calls": unsigned},
+        ]
+    )
     contents = to_gemini(request, "gemini-3-pro-preview").contents
     assert contents[1].parts[0].thought_signature == SIGNATURE
     # A turn that never had a signature gets Google's placeholder on its first call only.
@@ -182,21 +198,55 @@ def test_signature_accepted_in_url_safe_alphabet_and_placeholder_when_missing() 
 @pytest.mark.parametrize(
     "messages, param",
     [
-        ([{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "nope", "content": "r"}], "messages[1].tool_call_id"),
         (
-            [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]}],
+            [{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "nope", "content": "r"}],
+            "messages[1].tool_call_id",
+        ),
+        (
+            [
+                {"role": "user", "content": "x"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "[1]"}}],
+                },
+            ],
             "messages[1].tool_calls[0].function.arguments",
         ),
         (
-            [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{"}}]}],
+            [
+                {"role": "user", "content": "x"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{"}}],
+                },
+            ],
             "messages[1].tool_calls[0].function.arguments",
         ),
         (
-            [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}, "extra_content": {"google": {"thought_signature": "not base64!"}}}]}],
+            [
+                {"role": "user", "content": "x"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "c",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": "{}"},
+                            "extra_content": {"google": {"thought_signature": "not base64!"}},
+                        }
+                    ],
+                },
+            ],
             "messages[1].tool_calls[0].extra_content.google.thought_signature",
         ),
-        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]}], "messages[0].content[0].image_url.url"),
-        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://example.com/a.png"}}]}], "messages[0].content[0].image_url.url"),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]}],
+            "messages[0].content[0].image_url.url",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://example.com/a.png"}}]}],
+            "messages[0].content[0].image_url.url",
+        ),
         ([{"role": "function", "name": "f", "content": "x"}], "messages[0].role"),
     ],
 )
@@ -209,22 +259,29 @@ def test_malformed_history_is_a_400_naming_the_parameter(messages: list[Any], pa
 def test_content_parts_images_audio_and_files() -> None:
     wav = b"RIFF\x00\x01wav"
     pdf = b"%PDF-1.7 \xff"
-    request = chat(messages=[{
-        "role": "user",
-        "content": [
-            {"type": "text", "text": "look"},
-            {"type": "image_url", "image_url": {"url": PNG_URL, "detail": "high"}},
-            {"type": "image_url", "image_url": {"url": "https://example.com/photos/cat.JPG?size=large"}},
-            {"type": "image_url", "image_url": {"url": "data:image/svg+xml,%3Csvg%2F%3E"}},
-            {"type": "input_audio", "input_audio": {"data": b64(wav), "format": "wav"}},
-            {"type": "file", "file": {"file_data": "data:application/pdf;base64," + b64(pdf)}},
-            {"type": "file", "file": {"filename": "notes.pdf", "file_data": b64(pdf)}},
-        ],
-    }])
+    request = chat(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": PNG_URL, "detail": "high"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/photos/cat.JPG?size=large"}},
+                    {"type": "image_url", "image_url": {"url": "data:image/svg+xml,%3Csvg%2F%3E"}},
+                    {"type": "input_audio", "input_audio": {"data": b64(wav), "format": "wav"}},
+                    {"type": "file", "file": {"file_data": "data:application/pdf;base64," + b64(pdf)}},
+                    {"type": "file", "file": {"filename": "notes.pdf", "file_data": b64(pdf)}},
+                ],
+            }
+        ]
+    )
     parts = to_gemini(request, "gemini-2.5-flash").contents[0].parts
     assert parts[0].text == "look"
     assert (parts[1].inline_data.mime_type, parts[1].inline_data.data) == ("image/png", PNG)
-    assert (parts[2].file_data.file_uri, parts[2].file_data.mime_type) == ("https://example.com/photos/cat.JPG?size=large", "image/jpeg")
+    assert (parts[2].file_data.file_uri, parts[2].file_data.mime_type) == (
+        "https://example.com/photos/cat.JPG?size=large",
+        "image/jpeg",
+    )
     assert (parts[3].inline_data.mime_type, parts[3].inline_data.data) == ("image/svg+xml", b"<svg/>")
     assert (parts[4].inline_data.mime_type, parts[4].inline_data.data) == ("audio/wav", wav)
     assert (parts[5].inline_data.mime_type, parts[5].inline_data.data) == ("application/pdf", pdf)
@@ -234,8 +291,14 @@ def test_content_parts_images_audio_and_files() -> None:
 @pytest.mark.parametrize(
     "part, param",
     [
-        ({"type": "image_url", "image_url": {"url": "https://example.com/image"}}, "messages[0].content[0].image_url.url"),
-        ({"type": "image_url", "image_url": {"url": "https://example.com/anim.gif"}}, "messages[0].content[0].image_url.url"),
+        (
+            {"type": "image_url", "image_url": {"url": "https://example.com/image"}},
+            "messages[0].content[0].image_url.url",
+        ),
+        (
+            {"type": "image_url", "image_url": {"url": "https://example.com/anim.gif"}},
+            "messages[0].content[0].image_url.url",
+        ),
         ({"type": "file", "file": {"file_id": "file-abc"}}, "messages[0].content[0].file.file_id"),
         ({"type": "file", "file": {"filename": "blob", "file_data": "AAAA"}}, "messages[0].content[0].file.filename"),
     ],
@@ -248,15 +311,34 @@ def test_parts_gemini_cannot_take_are_unsupported(part: dict[str, Any], param: s
 
 def test_generation_config_mapping() -> None:
     request = chat(
-        temperature=0.3, top_p=0.9, seed=42, presence_penalty=0.5, frequency_penalty=-0.25,
-        max_tokens=100, max_completion_tokens=256, stop="END", n=2, logprobs=True, top_logprobs=3,
-        response_format={"type": "json_object"}, service_tier="flex",
+        temperature=0.3,
+        top_p=0.9,
+        seed=42,
+        presence_penalty=0.5,
+        frequency_penalty=-0.25,
+        max_tokens=100,
+        max_completion_tokens=256,
+        stop="END",
+        n=2,
+        logprobs=True,
+        top_logprobs=3,
+        response_format={"type": "json_object"},
+        service_tier="flex",
     )
     config = wire(request)["config"]
     assert {k: v for k, v in config.items() if k not in ("automatic_function_calling", "automatic_continuation")} == {
-        "temperature": 0.3, "top_p": 0.9, "seed": 42, "presence_penalty": 0.5, "frequency_penalty": -0.25,
-        "max_output_tokens": 256, "stop_sequences": ["END"], "candidate_count": 2, "response_logprobs": True,
-        "logprobs": 3, "response_mime_type": "application/json", "service_tier": types.ServiceTier.FLEX,
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "seed": 42,
+        "presence_penalty": 0.5,
+        "frequency_penalty": -0.25,
+        "max_output_tokens": 256,
+        "stop_sequences": ["END"],
+        "candidate_count": 2,
+        "response_logprobs": True,
+        "logprobs": 3,
+        "response_mime_type": "application/json",
+        "service_tier": types.ServiceTier.FLEX,
     }
     assert config["automatic_continuation"] is False  # a cut stream must not be silently re-requested
     assert config["automatic_function_calling"]["disable"] is True
@@ -268,8 +350,16 @@ def test_unset_parameters_are_not_sent() -> None:
 
 
 def test_json_schema_response_format() -> None:
-    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"], "additionalProperties": False}
-    config = to_gemini(chat(response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema, "strict": True}}), "gemini-2.5-flash").config
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    config = to_gemini(
+        chat(response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema, "strict": True}}),
+        "gemini-2.5-flash",
+    ).config
     assert (config.response_mime_type, config.response_json_schema) == ("application/json", schema)
 
 
@@ -281,11 +371,32 @@ def test_json_schema_response_format() -> None:
         ("auto", "AUTO", None, ["get_weather", "get_time"]),
         ("required", "ANY", None, ["get_weather", "get_time"]),
         ({"type": "function", "function": {"name": "get_time"}}, "ANY", ["get_time"], ["get_weather", "get_time"]),
-        ({"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [{"type": "function", "function": {"name": "get_time"}}]}}, "ANY", ["get_time"], ["get_weather", "get_time"]),
-        ({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [{"type": "function", "function": {"name": "get_time"}}]}}, "AUTO", None, ["get_time"]),
+        (
+            {
+                "type": "allowed_tools",
+                "allowed_tools": {
+                    "mode": "required",
+                    "tools": [{"type": "function", "function": {"name": "get_time"}}],
+                },
+            },
+            "ANY",
+            ["get_time"],
+            ["get_weather", "get_time"],
+        ),
+        (
+            {
+                "type": "allowed_tools",
+                "allowed_tools": {"mode": "auto", "tools": [{"type": "function", "function": {"name": "get_time"}}]},
+            },
+            "AUTO",
+            None,
+            ["get_time"],
+        ),
     ],
 )
-def test_tools_and_tool_choice(tool_choice: Any, mode: str | None, allowed: list[str] | None, declared: list[str]) -> None:
+def test_tools_and_tool_choice(
+    tool_choice: Any, mode: str | None, allowed: list[str] | None, declared: list[str]
+) -> None:
     time_tool = {"type": "function", "function": {"name": "get_time"}}
     body: dict[str, Any] = {"tools": [WEATHER_TOOL, time_tool]}
     if tool_choice is not None:
@@ -295,7 +406,10 @@ def test_tools_and_tool_choice(tool_choice: Any, mode: str | None, allowed: list
     assert [d.name for d in tool.function_declarations] == declared
     if "get_weather" in declared:
         weather = tool.function_declarations[0]
-        assert (weather.description, weather.parameters_json_schema) == ("Weather in a city", WEATHER_TOOL["function"]["parameters"])
+        assert (weather.description, weather.parameters_json_schema) == (
+            "Weather in a city",
+            WEATHER_TOOL["function"]["parameters"],
+        )
     calling = config.tool_config.function_calling_config if config.tool_config else None
     assert (calling.mode.value if calling else None) == mode
     assert (calling.allowed_function_names if calling else None) == allowed
@@ -323,7 +437,9 @@ def test_reasoning_effort_to_thinking(model: str, effort: str, budget: int | Non
     assert (thinking.thinking_level.value if thinking.thinking_level else None) == level
 
 
-@pytest.mark.parametrize("model, effort", [("gemini-2.5-flash", "xhigh"), ("gemini-2.5-flash", "max"), ("gemini-3-pro-preview", "max")])
+@pytest.mark.parametrize(
+    "model, effort", [("gemini-2.5-flash", "xhigh"), ("gemini-2.5-flash", "max"), ("gemini-3-pro-preview", "max")]
+)
 def test_reasoning_effort_without_equivalent_is_a_400(model: str, effort: str) -> None:
     with pytest.raises(InvalidRequest) as exc:
         to_gemini(chat(reasoning_effort=effort), model)
@@ -345,7 +461,13 @@ def test_reasoning_effort_without_equivalent_is_a_400(model: str, effort: str) -
         ({"service_tier": "scale"}, "service_tier"),
         ({"tools": [WEATHER_TOOL], "parallel_tool_calls": False}, "parallel_tool_calls"),
         ({"tools": [{"type": "custom", "custom": {"name": "grep"}}]}, "tools[0]"),
-        ({"tools": [WEATHER_TOOL, {"type": "custom", "custom": {"name": "grep"}}], "tool_choice": {"type": "custom", "custom": {"name": "grep"}}}, "tools[1]"),
+        (
+            {
+                "tools": [WEATHER_TOOL, {"type": "custom", "custom": {"name": "grep"}}],
+                "tool_choice": {"type": "custom", "custom": {"name": "grep"}},
+            },
+            "tools[1]",
+        ),
     ],
 )
 def test_check_rejects_what_gemini_cannot_honour(params: dict[str, Any], param: str) -> None:
@@ -358,10 +480,28 @@ def test_check_rejects_what_gemini_cannot_honour(params: dict[str, Any], param: 
 
 def test_check_accepts_what_gemini_honours() -> None:
     GeminiProvider(route()).check(
-        chat(temperature=1, top_p=1, n=1, stop=["a"], max_tokens=5, presence_penalty=0, frequency_penalty=0, seed=1,
-             logprobs=True, top_logprobs=2, response_format={"type": "text"}, tools=[WEATHER_TOOL], tool_choice="auto",
-             parallel_tool_calls=True, reasoning_effort="low", service_tier="priority", modalities=["text"],
-             user="u", metadata={"k": "v"}, store=False)
+        chat(
+            temperature=1,
+            top_p=1,
+            n=1,
+            stop=["a"],
+            max_tokens=5,
+            presence_penalty=0,
+            frequency_penalty=0,
+            seed=1,
+            logprobs=True,
+            top_logprobs=2,
+            response_format={"type": "text"},
+            tools=[WEATHER_TOOL],
+            tool_choice="auto",
+            parallel_tool_calls=True,
+            reasoning_effort="low",
+            service_tier="priority",
+            modalities=["text"],
+            user="u",
+            metadata={"k": "v"},
+            store=False,
+        )
     )
 
 
@@ -380,8 +520,11 @@ def test_text_answer_and_usage() -> None:
     assert choice["message"] == {"role": "assistant", "content": "Hello world", "refusal": None}
     assert choice["finish_reason"] == "stop"
     assert out["usage"] == {
-        "prompt_tokens": 11, "completion_tokens": 12, "total_tokens": 23,
-        "completion_tokens_details": {"reasoning_tokens": 7}, "prompt_tokens_details": {"cached_tokens": 4},
+        "prompt_tokens": 11,
+        "completion_tokens": 12,
+        "total_tokens": 23,
+        "completion_tokens_details": {"reasoning_tokens": 7},
+        "prompt_tokens_details": {"cached_tokens": 4},
     }
 
 
@@ -420,7 +563,8 @@ def test_one_choice_per_candidate() -> None:
     )
     out = completion_from(gemini_response(payload), "m")
     assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in out["choices"]] == [
-        (0, "first", "stop"), (1, "second", "length"),
+        (0, "first", "stop"),
+        (1, "second", "length"),
     ]
     assert_valid(out, "CreateChatCompletionResponse")
 
@@ -428,9 +572,15 @@ def test_one_choice_per_candidate() -> None:
 @pytest.mark.parametrize(
     "gemini, openai_reason",
     [
-        ("STOP", "stop"), ("MAX_TOKENS", "length"), ("SAFETY", "content_filter"), ("RECITATION", "content_filter"),
-        ("BLOCKLIST", "content_filter"), ("PROHIBITED_CONTENT", "content_filter"), ("SPII", "content_filter"),
-        ("OTHER", "stop"), (None, "stop"),
+        ("STOP", "stop"),
+        ("MAX_TOKENS", "length"),
+        ("SAFETY", "content_filter"),
+        ("RECITATION", "content_filter"),
+        ("BLOCKLIST", "content_filter"),
+        ("PROHIBITED_CONTENT", "content_filter"),
+        ("SPII", "content_filter"),
+        ("OTHER", "stop"),
+        (None, "stop"),
     ],
 )
 def test_finish_reasons(gemini: str | None, openai_reason: str) -> None:
@@ -444,10 +594,24 @@ def test_logprobs_mapping() -> None:
     assert_valid(out, "CreateChatCompletionResponse")
     assert out["choices"][0]["logprobs"] == {
         "content": [
-            {"token": "Hi", "logprob": -0.25, "bytes": [72, 105], "top_logprobs": [
-                {"token": "Hi", "logprob": -0.25, "bytes": [72, 105]}, {"token": "Hey", "logprob": -1.5, "bytes": [72, 101, 121]}]},
-            {"token": "!", "logprob": 0.0, "bytes": [33], "top_logprobs": [
-                {"token": "!", "logprob": 0.0, "bytes": [33]}, {"token": ".", "logprob": -3.0, "bytes": [46]}]},
+            {
+                "token": "Hi",
+                "logprob": -0.25,
+                "bytes": [72, 105],
+                "top_logprobs": [
+                    {"token": "Hi", "logprob": -0.25, "bytes": [72, 105]},
+                    {"token": "Hey", "logprob": -1.5, "bytes": [72, 101, 121]},
+                ],
+            },
+            {
+                "token": "!",
+                "logprob": 0.0,
+                "bytes": [33],
+                "top_logprobs": [
+                    {"token": "!", "logprob": 0.0, "bytes": [33]},
+                    {"token": ".", "logprob": -3.0, "bytes": [46]},
+                ],
+            },
         ],
         "refusal": None,
     }
@@ -484,7 +648,11 @@ def test_stream_text_chunks() -> None:
         assert_valid(chunk, "CreateChatCompletionStreamResponse")
     assert len({c["id"] for c in chunks}) == 1
     *deltas, last = chunks
-    assert [c["choices"][0]["delta"] for c in deltas] == [{"role": "assistant", "content": "Hel"}, {"content": "lo"}, {}]
+    assert [c["choices"][0]["delta"] for c in deltas] == [
+        {"role": "assistant", "content": "Hel"},
+        {"content": "lo"},
+        {},
+    ]
     assert [c["choices"][0]["finish_reason"] for c in deltas] == [None, None, "stop"]
     # Usage is cumulative in Gemini streams: the last chunk's, never a sum.
     assert last["choices"] == [] and last["usage"]["completion_tokens"] == 11 and last["usage"]["prompt_tokens"] == 4
@@ -492,7 +660,13 @@ def test_stream_text_chunks() -> None:
 
 def test_stream_tool_call_deltas() -> None:
     chunks = translate_stream(
-        response(candidate(call_part("get_weather", {"city": "Paris"}, signature=SIGNATURE), call_part("get_time", {}), finish="STOP")),
+        response(
+            candidate(
+                call_part("get_weather", {"city": "Paris"}, signature=SIGNATURE),
+                call_part("get_time", {}),
+                finish="STOP",
+            )
+        ),
     )
     for chunk in chunks:
         assert_valid(without_extensions(chunk), "CreateChatCompletionStreamResponse")
@@ -527,7 +701,12 @@ def test_stream_several_candidates_and_unfinished_choice() -> None:
 
 def test_stream_logprobs_ride_on_their_chunk() -> None:
     chunks = translate_stream(response(candidate(text_part("Hi"), logprobs=logprobs_result([("Hi", -0.5)]))))
-    assert chunks[0]["choices"][0]["logprobs"]["content"][0] == {"token": "Hi", "logprob": -0.5, "bytes": [72, 105], "top_logprobs": []}
+    assert chunks[0]["choices"][0]["logprobs"]["content"][0] == {
+        "token": "Hi",
+        "logprob": -0.5,
+        "bytes": [72, 105],
+        "top_logprobs": [],
+    }
     assert_valid(chunks[0], "CreateChatCompletionStreamResponse")
 
 
@@ -549,9 +728,19 @@ def api_error(code: int, body: dict[str, Any], headers: dict[str, str] | None = 
     "code, body, status, error_code",
     [
         (400, error(400, "INVALID_ARGUMENT", "bad field"), 400, "upstream_invalid_request"),
-        (400, {"error": {"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT",
-                         "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}},
-         401, "upstream_invalid_credential"),
+        (
+            400,
+            {
+                "error": {
+                    "code": 400,
+                    "message": "API key not valid.",
+                    "status": "INVALID_ARGUMENT",
+                    "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}],
+                }
+            },
+            401,
+            "upstream_invalid_credential",
+        ),
         (401, error(401, "UNAUTHENTICATED", "no"), 401, "upstream_invalid_credential"),
         (403, error(403, "PERMISSION_DENIED", "denied"), 403, "upstream_permission_denied"),
         (404, error(404, "NOT_FOUND", "models/x is not found"), 404, "model_not_found"),
@@ -568,8 +757,15 @@ def test_api_errors_map_by_status(code: int, body: dict[str, Any], status: int, 
 
 def test_retry_after_from_header_or_retry_info() -> None:
     info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "16.2s"}
-    assert from_api_error(api_error(429, error(429, "RESOURCE_EXHAUSTED", "q", info)), None).headers["retry-after"] == "17"
-    assert from_api_error(api_error(429, error(429, "RESOURCE_EXHAUSTED", "q"), {"retry-after": "3"}), None).headers["retry-after"] == "3"
+    assert (
+        from_api_error(api_error(429, error(429, "RESOURCE_EXHAUSTED", "q", info)), None).headers["retry-after"] == "17"
+    )
+    assert (
+        from_api_error(api_error(429, error(429, "RESOURCE_EXHAUSTED", "q"), {"retry-after": "3"}), None).headers[
+            "retry-after"
+        ]
+        == "3"
+    )
 
 
 def test_credential_is_masked_in_upstream_messages() -> None:
@@ -588,14 +784,15 @@ def test_credential_is_masked_in_upstream_messages() -> None:
     ],
 )
 def test_transport_failures_map_to_gateway_errors(exc: Exception, status: int, code: str) -> None:
-    with pytest.raises(GatewayError) as caught:
-        with upstream_errors(None):
-            raise exc
+    with pytest.raises(GatewayError) as caught, upstream_errors(None):
+        raise exc
     assert (caught.value.status, caught.value.code) == (status, code)
 
 
 def test_http_options_timeouts_retries_and_base_url() -> None:
-    options = http_options(route(base_url="http://127.0.0.1:9/", connect_timeout=2.5, first_byte_timeout=20, idle_timeout=40))
+    options = http_options(
+        route(base_url="http://127.0.0.1:9/", connect_timeout=2.5, first_byte_timeout=20, idle_timeout=40)
+    )
     assert options.base_url == "http://127.0.0.1:9"
     assert options.timeout == 45_000  # the gateway enforces first-byte and idle timeouts itself
     assert options.retry_options.attempts == 1
@@ -607,7 +804,9 @@ def test_http_options_timeouts_retries_and_base_url() -> None:
 def test_connect_timeout_hook_sets_only_the_connect_timeout() -> None:
     import asyncio
 
-    request = httpx.Request("POST", "http://x", extensions={"timeout": {"connect": 65, "read": 65, "write": 65, "pool": 65}})
+    request = httpx.Request(
+        "POST", "http://x", extensions={"timeout": {"connect": 65, "read": 65, "write": 65, "pool": 65}}
+    )
     asyncio.run(connect_timeout_hook(2.5)(request))
     assert request.extensions["timeout"] == {"connect": 2.5, "read": 65, "write": 65, "pool": 65}
 
@@ -636,8 +835,13 @@ def gem(fake: FakeGemini, gateway: Any) -> Any:
     from completions.models import ModelRoute
 
     return ModelRoute.objects.create(
-        model_name="gem", provider="gemini", upstream_model="gemini-2.5-flash", base_url=fake.url,
-        api_key_env=KEY_ENV, max_retries=0, options={"breaker_failures": 1000},
+        model_name="gem",
+        provider="gemini",
+        upstream_model="gemini-2.5-flash",
+        base_url=fake.url,
+        api_key_env=KEY_ENV,
+        max_retries=0,
+        options={"breaker_failures": 1000},
     )
 
 
@@ -655,18 +859,37 @@ def test_e2e_exact_gemini_request(client: Any, fake: FakeGemini, gem: Any) -> No
             {"role": "system", "content": "You are terse."},
             {"role": "developer", "content": [{"type": "text", "text": "Answer in French."}]},
             {"role": "user", "content": "Weather in Paris?"},
-            {"role": "assistant", "content": "Checking.", "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+            {
+                "role": "assistant",
+                "content": "Checking.",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
-            {"role": "user", "content": [
-                {"type": "text", "text": "And this?"},
-                {"type": "image_url", "image_url": {"url": PNG_URL}},
-                {"type": "image_url", "image_url": {"url": "https://example.com/cat.webp"}},
-            ]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "And this?"},
+                    {"type": "image_url", "image_url": {"url": PNG_URL}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.webp"}},
+                ],
+            },
         ],
-        temperature=0.3, top_p=0.9, seed=42, presence_penalty=0.5, frequency_penalty=0.25,
-        max_completion_tokens=256, stop=["END"], reasoning_effort="medium",
-        tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        temperature=0.3,
+        top_p=0.9,
+        seed=42,
+        presence_penalty=0.5,
+        frequency_penalty=0.25,
+        max_completion_tokens=256,
+        stop=["END"],
+        reasoning_effort="medium",
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
         response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
     )
     request = fake.requests[-1]
@@ -678,71 +901,127 @@ def test_e2e_exact_gemini_request(client: Any, fake: FakeGemini, gem: Any) -> No
     assert body == {
         "contents": [
             {"role": "user", "parts": [{"text": "Weather in Paris?"}]},
-            {"role": "model", "parts": [
-                {"text": "Checking."},
-                {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "skip_thought_signature_validator"},
-            ]},
-            {"role": "user", "parts": [
-                {"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}}},
-                {"text": "And this?"},
-                {},  # the inline image, checked above by its decoded bytes
-                {"fileData": {"fileUri": "https://example.com/cat.webp", "mimeType": "image/webp"}},
-            ]},
+            {
+                "role": "model",
+                "parts": [
+                    {"text": "Checking."},
+                    {
+                        "functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                        "thoughtSignature": "skip_thought_signature_validator",
+                    },
+                ],
+            },
+            {
+                "role": "user",
+                "parts": [
+                    {"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}}},
+                    {"text": "And this?"},
+                    {},  # the inline image, checked above by its decoded bytes
+                    {"fileData": {"fileUri": "https://example.com/cat.webp", "mimeType": "image/webp"}},
+                ],
+            },
         ],
         "systemInstruction": {"parts": [{"text": "You are terse."}, {"text": "Answer in French."}]},
-        "tools": [{"functionDeclarations": [{"name": "get_weather", "description": "Weather in a city", "parametersJsonSchema": WEATHER_TOOL["function"]["parameters"]}]}],
+        "tools": [
+            {
+                "functionDeclarations": [
+                    {
+                        "name": "get_weather",
+                        "description": "Weather in a city",
+                        "parametersJsonSchema": WEATHER_TOOL["function"]["parameters"],
+                    }
+                ]
+            }
+        ],
         "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}},
         "generationConfig": {
-            "temperature": 0.3, "topP": 0.9, "seed": 42, "presencePenalty": 0.5, "frequencyPenalty": 0.25,
-            "maxOutputTokens": 256, "stopSequences": ["END"], "responseMimeType": "application/json",
-            "responseJsonSchema": schema, "thinkingConfig": {"thinkingBudget": 8192},
+            "temperature": 0.3,
+            "topP": 0.9,
+            "seed": 42,
+            "presencePenalty": 0.5,
+            "frequencyPenalty": 0.25,
+            "maxOutputTokens": 256,
+            "stopSequences": ["END"],
+            "responseMimeType": "application/json",
+            "responseJsonSchema": schema,
+            "thinkingConfig": {"thinkingBudget": 8192},
         },
     }
 
 
 def test_e2e_completion_is_spec_valid(client: Any, fake: FakeGemini, gem: Any) -> None:
-    fake.script(Reply(json=response(candidate(text_part("Bonjour"), text_part(" !")), usage_=usage(12, 3, thoughts=5, cached=2))))
+    fake.script(
+        Reply(
+            json=response(candidate(text_part("Bonjour"), text_part(" !")), usage_=usage(12, 3, thoughts=5, cached=2))
+        )
+    )
     raw = client.chat.completions.with_raw_response.create(model="gem", messages=[{"role": "user", "content": "salut"}])
     body = json.loads(raw.text)
     assert_valid(body, "CreateChatCompletionResponse")
     completion = raw.parse()
     assert completion.model == "gemini-2.5-flash"
     assert completion.choices[0].message.content == "Bonjour !" and completion.choices[0].finish_reason == "stop"
-    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens, completion.usage.total_tokens) == (12, 8, 20)
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens, completion.usage.total_tokens) == (
+        12,
+        8,
+        20,
+    )
     assert completion.usage.completion_tokens_details.reasoning_tokens == 5
     assert completion.usage.prompt_tokens_details.cached_tokens == 2
     (row,) = log_rows(request_id=raw.headers["x-request-id"])
-    assert (row.provider, row.upstream_model, row.prompt_tokens, row.completion_tokens) == ("gemini", "gemini-2.5-flash", 12, 8)
+    assert (row.provider, row.upstream_model, row.prompt_tokens, row.completion_tokens) == (
+        "gemini",
+        "gemini-2.5-flash",
+        12,
+        8,
+    )
 
 
 def test_e2e_base_url_with_api_version(client: Any, fake: FakeGemini, gateway: Any) -> None:
     from completions.models import ModelRoute
 
-    ModelRoute.objects.create(model_name="gem-beta", provider="gemini", upstream_model="gemini-2.5-flash",
-                              base_url=fake.url + "/v1beta/", api_key_env=KEY_ENV, max_retries=0)
+    ModelRoute.objects.create(
+        model_name="gem-beta",
+        provider="gemini",
+        upstream_model="gemini-2.5-flash",
+        base_url=fake.url + "/v1beta/",
+        api_key_env=KEY_ENV,
+        max_retries=0,
+    )
     r = client.chat.completions.create(model="gem-beta", messages=[{"role": "user", "content": "hi"}])
     assert r.choices[0].message.content == "echo: hi"
     assert fake.requests[-1].path == "/v1beta/models/gemini-2.5-flash:generateContent"
 
 
 def test_e2e_candidates_become_choices(client: Any, fake: FakeGemini, gem: Any) -> None:
-    fake.script(Reply(json=response(candidate(text_part("A"), index=0), candidate(text_part("B"), index=1), usage_=usage(3, 2))))
+    fake.script(
+        Reply(json=response(candidate(text_part("A"), index=0), candidate(text_part("B"), index=1), usage_=usage(3, 2)))
+    )
     r = client.chat.completions.create(model="gem", messages=[{"role": "user", "content": "x"}], n=2)
     assert [(c.index, c.message.content) for c in r.choices] == [(0, "A"), (1, "B")]
     assert sent(fake)["generationConfig"]["candidateCount"] == 2
 
 
 def sse_payloads(response: httpx.Response) -> list[str]:
-    return [event[len("data: "):] for event in response.read().decode().split("\n\n") if event]
+    return [event[len("data: ") :] for event in response.read().decode().split("\n\n") if event]
 
 
 def test_e2e_stream_chunks_are_spec_valid(raw: httpx.Client, fake: FakeGemini, gem: Any) -> None:
-    fake.script(Reply(events=[
-        response(candidate(text_part("Hel"), finish=None), usage_=usage(6, 1)),
-        response(candidate(text_part("lo"), finish=None), usage_=usage(6, 2)),
-        response(candidate(text_part("!"), finish="STOP"), usage_=usage(6, 3, thoughts=4)),
-    ]))
-    body = {"model": "gem", "messages": [{"role": "user", "content": "hi"}], "stream": True, "stream_options": {"include_usage": True}}
+    fake.script(
+        Reply(
+            events=[
+                response(candidate(text_part("Hel"), finish=None), usage_=usage(6, 1)),
+                response(candidate(text_part("lo"), finish=None), usage_=usage(6, 2)),
+                response(candidate(text_part("!"), finish="STOP"), usage_=usage(6, 3, thoughts=4)),
+            ]
+        )
+    )
+    body = {
+        "model": "gem",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with raw.stream("POST", "/v1/chat/completions", json=body) as resp:
         assert resp.status_code == 200
         payloads = sse_payloads(resp)
@@ -762,11 +1041,15 @@ def test_e2e_stream_chunks_are_spec_valid(raw: httpx.Client, fake: FakeGemini, g
 
 def test_e2e_streaming_is_real(client: Any, fake: FakeGemini, gem: Any) -> None:
     gate = Gate()
-    fake.script(Reply(events=[
-        response(candidate(text_part("first"), finish=None)),
-        gate,
-        response(candidate(text_part(" second"), finish="STOP"), usage_=usage(2, 2)),
-    ]))
+    fake.script(
+        Reply(
+            events=[
+                response(candidate(text_part("first"), finish=None)),
+                gate,
+                response(candidate(text_part(" second"), finish="STOP"), usage_=usage(2, 2)),
+            ]
+        )
+    )
     stream = client.chat.completions.create(model="gem", messages=[{"role": "user", "content": "x"}], stream=True)
     chunks = iter(stream)
     started = time.monotonic()
@@ -784,14 +1067,22 @@ def test_e2e_stream_slow_chunks_are_forwarded(async_client: Any, fake: FakeGemin
 
     from tests.fakes.base import Pause
 
-    fake.script(Reply(events=[
-        response(candidate(text_part("a"), finish=None)), Pause(0.3),
-        response(candidate(text_part("b"), finish=None)), Pause(0.3),
-        response(candidate(text_part("c"), finish="STOP")),
-    ]))
+    fake.script(
+        Reply(
+            events=[
+                response(candidate(text_part("a"), finish=None)),
+                Pause(0.3),
+                response(candidate(text_part("b"), finish=None)),
+                Pause(0.3),
+                response(candidate(text_part("c"), finish="STOP")),
+            ]
+        )
+    )
 
     async def run() -> list[tuple[float, str]]:
-        stream = await async_client.chat.completions.create(model="gem", messages=[{"role": "user", "content": "x"}], stream=True)
+        stream = await async_client.chat.completions.create(
+            model="gem", messages=[{"role": "user", "content": "x"}], stream=True
+        )
         arrivals = [(time.monotonic(), c.choices[0].delta.content or "") async for c in stream if c.choices]
         await async_client.close()
         return arrivals
@@ -805,7 +1096,11 @@ def test_e2e_stream_slow_chunks_are_forwarded(async_client: Any, fake: FakeGemin
 
 def test_e2e_tool_round_trip_carries_the_signature(client: Any, fake: FakeGemini, gem: Any) -> None:
     fake.script(
-        Reply(json=response(candidate(call_part("get_weather", {"city": "Paris"}, signature=SIGNATURE)), usage_=usage(20, 5))),
+        Reply(
+            json=response(
+                candidate(call_part("get_weather", {"city": "Paris"}, signature=SIGNATURE)), usage_=usage(20, 5)
+            )
+        ),
         Reply(json=text_response("It is sunny in Paris.")),
     )
     messages: list[Any] = [{"role": "user", "content": "Weather in Paris?"}]
@@ -826,12 +1121,27 @@ def test_e2e_tool_round_trip_carries_the_signature(client: Any, fake: FakeGemini
     (call_part_,) = model["parts"]
     assert model["role"] == "model" and call_part_["functionCall"] == {"name": "get_weather", "args": {"city": "Paris"}}
     assert decoded_signature(call_part_) == SIGNATURE
-    assert result == {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"result": "sunny, 21C"}}}]}
+    assert result == {
+        "role": "user",
+        "parts": [{"functionResponse": {"name": "get_weather", "response": {"result": "sunny, 21C"}}}],
+    }
 
 
 def test_e2e_streamed_tool_call(raw: httpx.Client, fake: FakeGemini, gem: Any) -> None:
-    fake.script(Reply(events=[response(candidate(call_part("get_weather", {"city": "Rome"}, signature=SIGNATURE)), usage_=usage(9, 4))]))
-    body = {"model": "gem", "messages": [{"role": "user", "content": "Rome?"}], "tools": [WEATHER_TOOL], "stream": True, "tool_choice": "required"}
+    fake.script(
+        Reply(
+            events=[
+                response(candidate(call_part("get_weather", {"city": "Rome"}, signature=SIGNATURE)), usage_=usage(9, 4))
+            ]
+        )
+    )
+    body = {
+        "model": "gem",
+        "messages": [{"role": "user", "content": "Rome?"}],
+        "tools": [WEATHER_TOOL],
+        "stream": True,
+        "tool_choice": "required",
+    }
     with raw.stream("POST", "/v1/chat/completions", json=body) as resp:
         payloads = sse_payloads(resp)
     chunks = [json.loads(x) for x in payloads[:-1]]
@@ -846,21 +1156,62 @@ def test_e2e_streamed_tool_call(raw: httpx.Client, fake: FakeGemini, gem: Any) -
 
 
 ERROR_CASES = [
-    (error_reply(400, "INVALID_ARGUMENT", "Invalid value at 'generation_config'"), openai.BadRequestError, 400, "upstream_invalid_request"),
-    (error_reply(401, "UNAUTHENTICATED", "Request had invalid authentication credentials."), openai.AuthenticationError, 401, "upstream_invalid_credential"),
-    (error_reply(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers."), openai.PermissionDeniedError, 403, "upstream_permission_denied"),
-    (error_reply(404, "NOT_FOUND", "models/gemini-9 is not found for API version v1"), openai.NotFoundError, 404, "model_not_found"),
-    (error_reply(429, "RESOURCE_EXHAUSTED", "Quota exceeded.", {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "17s"}),
-     openai.RateLimitError, 429, "rate_limit_exceeded"),
-    (error_reply(500, "INTERNAL", "An internal error has occurred."), openai.InternalServerError, 502, "upstream_error"),
-    (error_reply(503, "UNAVAILABLE", "The model is overloaded."), openai.InternalServerError, 503, "upstream_overloaded"),
+    (
+        error_reply(400, "INVALID_ARGUMENT", "Invalid value at 'generation_config'"),
+        openai.BadRequestError,
+        400,
+        "upstream_invalid_request",
+    ),
+    (
+        error_reply(401, "UNAUTHENTICATED", "Request had invalid authentication credentials."),
+        openai.AuthenticationError,
+        401,
+        "upstream_invalid_credential",
+    ),
+    (
+        error_reply(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers."),
+        openai.PermissionDeniedError,
+        403,
+        "upstream_permission_denied",
+    ),
+    (
+        error_reply(404, "NOT_FOUND", "models/gemini-9 is not found for API version v1"),
+        openai.NotFoundError,
+        404,
+        "model_not_found",
+    ),
+    (
+        error_reply(
+            429,
+            "RESOURCE_EXHAUSTED",
+            "Quota exceeded.",
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "17s"},
+        ),
+        openai.RateLimitError,
+        429,
+        "rate_limit_exceeded",
+    ),
+    (
+        error_reply(500, "INTERNAL", "An internal error has occurred."),
+        openai.InternalServerError,
+        502,
+        "upstream_error",
+    ),
+    (
+        error_reply(503, "UNAVAILABLE", "The model is overloaded."),
+        openai.InternalServerError,
+        503,
+        "upstream_overloaded",
+    ),
 ]
 ERROR_IDS = ["400", "401", "403", "404", "429", "500", "503"]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
 @pytest.mark.parametrize("reply, exc_class, status, code", ERROR_CASES, ids=ERROR_IDS)
-def test_e2e_upstream_errors(client: Any, fake: FakeGemini, gem: Any, reply: Reply, exc_class: type, status: int, code: str, stream: bool) -> None:
+def test_e2e_upstream_errors(
+    client: Any, fake: FakeGemini, gem: Any, reply: Reply, exc_class: type, status: int, code: str, stream: bool
+) -> None:
     fake.script(reply)
     with pytest.raises(exc_class) as caught:
         result = client.chat.completions.create(model="gem", messages=[{"role": "user", "content": "x"}], stream=stream)
@@ -875,24 +1226,40 @@ def test_e2e_upstream_errors(client: Any, fake: FakeGemini, gem: Any, reply: Rep
     assert len(fake.requests) == 1
 
 
-def test_e2e_wrong_api_key_is_an_upstream_credential_error(client: Any, fake: FakeGemini, gem: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_e2e_wrong_api_key_is_an_upstream_credential_error(
+    client: Any, fake: FakeGemini, gem: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from completions.models import ModelRoute
 
     monkeypatch.setenv("WRONG_GEMINI_KEY", "not-the-key-123")
-    ModelRoute.objects.create(model_name="gem-bad", provider="gemini", upstream_model="gemini-2.5-flash", base_url=fake.url,
-                              api_key_env="WRONG_GEMINI_KEY", max_retries=0)
+    ModelRoute.objects.create(
+        model_name="gem-bad",
+        provider="gemini",
+        upstream_model="gemini-2.5-flash",
+        base_url=fake.url,
+        api_key_env="WRONG_GEMINI_KEY",
+        max_retries=0,
+    )
     with pytest.raises(openai.AuthenticationError) as caught:
         client.chat.completions.create(model="gem-bad", messages=[{"role": "user", "content": "x"}])
     assert caught.value.code == "upstream_invalid_credential"
     assert "credential" in caught.value.message and "not-the-key-123" not in caught.value.response.text
-    assert fake.requests[-1].headers["x-goog-api-key"] == "not-the-key-123"  # Gemini answered its real 400 API_KEY_INVALID
+    assert (
+        fake.requests[-1].headers["x-goog-api-key"] == "not-the-key-123"
+    )  # Gemini answered its real 400 API_KEY_INVALID
 
 
 def test_e2e_missing_credential_is_a_503(client: Any, fake: FakeGemini, gateway: Any) -> None:
     from completions.models import ModelRoute
 
-    ModelRoute.objects.create(model_name="gem-nokey", provider="gemini", upstream_model="gemini-2.5-flash", base_url=fake.url,
-                              api_key_env="UNSET_GEMINI_KEY_FOR_TEST", max_retries=0)
+    ModelRoute.objects.create(
+        model_name="gem-nokey",
+        provider="gemini",
+        upstream_model="gemini-2.5-flash",
+        base_url=fake.url,
+        api_key_env="UNSET_GEMINI_KEY_FOR_TEST",
+        max_retries=0,
+    )
     with pytest.raises(openai.InternalServerError) as caught:
         client.chat.completions.create(model="gem-nokey", messages=[{"role": "user", "content": "x"}])
     assert (caught.value.status_code, caught.value.code) == (503, "upstream_credential_missing")
@@ -902,8 +1269,16 @@ def test_e2e_missing_credential_is_a_503(client: Any, fake: FakeGemini, gateway:
 def test_e2e_timeout_is_a_504(client: Any, fake: FakeGemini, gateway: Any) -> None:
     from completions.models import ModelRoute
 
-    ModelRoute.objects.create(model_name="gem-slow", provider="gemini", upstream_model="gemini-2.5-flash", base_url=fake.url,
-                              api_key_env=KEY_ENV, max_retries=0, first_byte_timeout=0.5, idle_timeout=0.5)
+    ModelRoute.objects.create(
+        model_name="gem-slow",
+        provider="gemini",
+        upstream_model="gemini-2.5-flash",
+        base_url=fake.url,
+        api_key_env=KEY_ENV,
+        max_retries=0,
+        first_byte_timeout=0.5,
+        idle_timeout=0.5,
+    )
     fake.script(Reply(json=text_response("late"), delay=3))
     started = time.monotonic()
     with pytest.raises(openai.InternalServerError) as caught:
@@ -916,8 +1291,14 @@ def test_e2e_unreachable_upstream_is_a_502(client: Any, fake: FakeGemini, gatewa
     from completions.models import ModelRoute
     from tests.conftest import free_port
 
-    ModelRoute.objects.create(model_name="gem-down", provider="gemini", upstream_model="gemini-2.5-flash",
-                              base_url=f"http://127.0.0.1:{free_port()}", api_key_env=KEY_ENV, max_retries=0)
+    ModelRoute.objects.create(
+        model_name="gem-down",
+        provider="gemini",
+        upstream_model="gemini-2.5-flash",
+        base_url=f"http://127.0.0.1:{free_port()}",
+        api_key_env=KEY_ENV,
+        max_retries=0,
+    )
     with pytest.raises(openai.InternalServerError) as caught:
         client.chat.completions.create(model="gem-down", messages=[{"role": "user", "content": "x"}])
     assert (caught.value.status_code, caught.value.code) == (502, "upstream_unreachable")
@@ -927,7 +1308,9 @@ def test_e2e_blocked_prompt(client: Any, fake: FakeGemini, gem: Any) -> None:
     fake.script(Reply(json=blocked_response("SAFETY")), Reply(events=[blocked_response("BLOCKLIST")]))
     for stream in (False, True):
         with pytest.raises(openai.BadRequestError) as caught:
-            result = client.chat.completions.create(model="gem", messages=[{"role": "user", "content": "x"}], stream=stream)
+            result = client.chat.completions.create(
+                model="gem", messages=[{"role": "user", "content": "x"}], stream=stream
+            )
             if stream:
                 list(result)
         assert caught.value.code == "content_filter"
@@ -940,7 +1323,10 @@ def test_e2e_unsupported_parameter_never_reaches_gemini(client: Any, fake: FakeG
     assert (caught.value.code, caught.value.param) == ("unsupported_parameter", "logit_bias")
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(
-            model="gem", messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/pic"}}]}]
+            model="gem",
+            messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/pic"}}]}
+            ],
         )
     assert caught.value.param == "messages[0].content[0].image_url.url"
     assert fake.requests == []
@@ -948,7 +1334,9 @@ def test_e2e_unsupported_parameter_never_reaches_gemini(client: Any, fake: FakeG
 
 @pytest.mark.parametrize("failure", ["error_event", "drop"])
 def test_e2e_failure_after_stream_started(raw: httpx.Client, fake: FakeGemini, gem: Any, failure: str) -> None:
-    tail: Any = {"error": {"code": 500, "message": "backend died", "status": "INTERNAL"}} if failure == "error_event" else DROP
+    tail: Any = (
+        {"error": {"code": 500, "message": "backend died", "status": "INTERNAL"}} if failure == "error_event" else DROP
+    )
     fake.script(Reply(events=[response(candidate(text_part("partial"), finish=None)), tail]))
     body = {"model": "gem", "messages": [{"role": "user", "content": "x"}], "stream": True}
     with raw.stream("POST", "/v1/chat/completions", json=body) as resp:
@@ -965,7 +1353,11 @@ def test_e2e_failure_after_stream_started(raw: httpx.Client, fake: FakeGemini, g
 
 def test_e2e_client_disconnect_closes_the_upstream_stream(client: Any, fake: FakeGemini, gem: Any) -> None:
     gate = Gate()
-    fake.script(Reply(events=[response(candidate(text_part("first"), finish=None)), gate, response(candidate(text_part("never")))]))
+    fake.script(
+        Reply(
+            events=[response(candidate(text_part("first"), finish=None)), gate, response(candidate(text_part("never")))]
+        )
+    )
     with client.chat.completions.with_streaming_response.create(
         model="gem", messages=[{"role": "user", "content": "x"}], stream=True
     ) as resp:
@@ -993,7 +1385,11 @@ def test_closing_the_stream_between_chunks_hangs_up_at_once(fake: FakeGemini) ->
     import asyncio
 
     gate = Gate()
-    fake.script(Reply(events=[response(candidate(text_part("first"), finish=None)), gate, response(candidate(text_part("never")))]))
+    fake.script(
+        Reply(
+            events=[response(candidate(text_part("first"), finish=None)), gate, response(candidate(text_part("never")))]
+        )
+    )
     provider = GeminiProvider(route(base_url=fake.url))
 
     async def run() -> int:
@@ -1014,7 +1410,9 @@ def test_closing_the_stream_between_chunks_hangs_up_at_once(fake: FakeGemini) ->
         gate.open()
 
 
-def test_e2e_builtin_routes_follow_gemini_api_key(client: Any, fake: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_e2e_builtin_routes_follow_gemini_api_key(
+    client: Any, fake: FakeGemini, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from completions.routing import router
 
     monkeypatch.setenv("GEMINI_API_KEY", "test-key")
@@ -1037,10 +1435,21 @@ def test_e2e_builtin_routes_follow_gemini_api_key(client: Any, fake: FakeGemini,
 def test_e2e_embeddings(client: Any, fake: FakeGemini, gateway: Any) -> None:
     from completions.models import ModelRoute
 
-    ModelRoute.objects.create(model_name="gem-embed", provider="gemini", upstream_model="gemini-embedding-001",
-                              base_url=fake.url, api_key_env=KEY_ENV, max_retries=0)
-    fake.script(Reply(json=embed_response([[3.0, 4.0, 0.0], [0.0, 0.0, 2.0]], prompt_tokens=5)), Reply(json=embed_response([[1.0, 1.0, 1.0]])))
-    raw = client.embeddings.with_raw_response.create(model="gem-embed", input=["hello world", "bye"], dimensions=3, encoding_format="float")
+    ModelRoute.objects.create(
+        model_name="gem-embed",
+        provider="gemini",
+        upstream_model="gemini-embedding-001",
+        base_url=fake.url,
+        api_key_env=KEY_ENV,
+        max_retries=0,
+    )
+    fake.script(
+        Reply(json=embed_response([[3.0, 4.0, 0.0], [0.0, 0.0, 2.0]], prompt_tokens=5)),
+        Reply(json=embed_response([[1.0, 1.0, 1.0]])),
+    )
+    raw = client.embeddings.with_raw_response.create(
+        model="gem-embed", input=["hello world", "bye"], dimensions=3, encoding_format="float"
+    )
     body = json.loads(raw.text)
     assert_valid(body, "CreateEmbeddingResponse")
     assert [d["embedding"] for d in body["data"]] == [[0.6, 0.8, 0.0], [0.0, 0.0, 1.0]]  # unit length, as OpenAI's
@@ -1049,9 +1458,10 @@ def test_e2e_embeddings(client: Any, fake: FakeGemini, gateway: Any) -> None:
     request = fake.requests[-1]
     assert request.path == "/v1/models/gemini-embedding-001:batchEmbedContents"
     assert [(r["content"]["parts"], r["outputDimensionality"]) for r in canonical(request.json)["requests"]] == [
-        ([{"text": "hello world"}], 3), ([{"text": "bye"}], 3),
+        ([{"text": "hello world"}], 3),
+        ([{"text": "bye"}], 3),
     ]
     # Without a token count from Gemini, the gateway counts; the SDK's default base64 round-trips.
     result = client.embeddings.create(model="gem-embed", input="one two three")
     assert result.usage.prompt_tokens == 3
-    assert result.data[0].embedding == pytest.approx([3 ** -0.5] * 3, rel=1e-6)
+    assert result.data[0].embedding == pytest.approx([3**-0.5] * 3, rel=1e-6)

@@ -22,7 +22,7 @@ BODY = {"model": "mock-gpt-model", "messages": [{"role": "user", "content": "hi"
 def test_keys_are_random_prefixed_and_stored_only_as_hash(django_user_model: Any) -> None:
     user = django_user_model.objects.create_user("alice")
     key, secret = create_api_key(user, "laptop")
-    other_key, other = create_api_key(user, "ci")
+    _other_key, other = create_api_key(user, "ci")
     assert secret.startswith(KEY_PREFIX) and secret != other
     assert len(secret) - len(KEY_PREFIX) >= 43  # 32 random bytes, base64
     assert key.key_hash == hashlib.sha256(secret.encode()).hexdigest()

@@ -21,12 +21,18 @@ HI = [{"role": "user", "content": "hello there"}]
 
 def limiter_kinds() -> list[Any]:
     kinds = [pytest.param("local", id="in-process")]
-    kinds.append(pytest.param("redis", id="redis", marks=pytest.mark.skipif(not settings.REDIS_URL, reason="REDIS_URL not set")))
+    kinds.append(
+        pytest.param("redis", id="redis", marks=pytest.mark.skipif(not settings.REDIS_URL, reason="REDIS_URL not set"))
+    )
     return kinds
 
 
 def make(kind: str) -> lim.Limiter:
-    return lim.LocalLimiter() if kind == "local" else lim.RedisLimiter(settings.REDIS_URL, settings.GATEWAY_REDIS_PREFIX + "-unit")
+    return (
+        lim.LocalLimiter()
+        if kind == "local"
+        else lim.RedisLimiter(settings.REDIS_URL, settings.GATEWAY_REDIS_PREFIX + "-unit")
+    )
 
 
 @pytest.mark.parametrize("kind", limiter_kinds())
@@ -106,11 +112,30 @@ def test_budget_reservations_bound_concurrent_spend(kind: str, transactional_db:
 
 
 def test_effective_limits_inherit_user_defaults() -> None:
-    key = {"rpm_limit": None, "tpm_limit": 500, "allowed_models": [], "spend_budget": None, "token_budget": None, "budget_period": ""}
-    user = {"rpm_limit": 60, "tpm_limit": 100, "allowed_models": ["a"], "spend_budget": Decimal("1.5"), "token_budget": 9, "budget_period": "total"}
+    key = {
+        "rpm_limit": None,
+        "tpm_limit": 500,
+        "allowed_models": [],
+        "spend_budget": None,
+        "token_budget": None,
+        "budget_period": "",
+    }
+    user = {
+        "rpm_limit": 60,
+        "tpm_limit": 100,
+        "allowed_models": ["a"],
+        "spend_budget": Decimal("1.5"),
+        "token_budget": 9,
+        "budget_period": "total",
+    }
     got = lim.effective(key, user)
     assert (got.rpm, got.tpm, got.allowed_models, got.spend_budget_nanos, got.token_budget, got.period) == (
-        60, 500, ("a",), 1_500_000_000, 9, "total"
+        60,
+        500,
+        ("a",),
+        1_500_000_000,
+        9,
+        "total",
     )
     assert lim.effective(key, None) == lim.Limits(tpm=500)
     assert lim.duration(0.02) == "20ms" and lim.duration(360) == "6m0s" and lim.duration(1.2) == "2s"
@@ -129,7 +154,10 @@ def test_rpm_limit_headers_and_429(gateway: Any, user: Any) -> None:
     first = client.chat.completions.with_raw_response.create(model="mock-gpt-model", messages=HI)
     second = client.chat.completions.with_raw_response.create(model="mock-gpt-model", messages=HI)
     assert first.headers["x-ratelimit-limit-requests"] == "2"
-    assert [first.headers["x-ratelimit-remaining-requests"], second.headers["x-ratelimit-remaining-requests"]] == ["1", "0"]
+    assert [first.headers["x-ratelimit-remaining-requests"], second.headers["x-ratelimit-remaining-requests"]] == [
+        "1",
+        "0",
+    ]
     assert "x-ratelimit-limit-tokens" not in first.headers  # no token limit on this key
     with pytest.raises(openai.RateLimitError) as exc:
         client.chat.completions.create(model="mock-gpt-model", messages=HI)
@@ -158,8 +186,11 @@ def test_tpm_limit_counts_real_usage(gateway: Any, user: Any) -> None:
 
 def test_spend_budget_is_insufficient_quota(gateway: Any, user: Any) -> None:
     ModelRoute.objects.create(
-        model_name="priced", provider="mock", upstream_model="priced",
-        input_price_per_million=Decimal("1000"), output_price_per_million=Decimal("2000"),
+        model_name="priced",
+        provider="mock",
+        upstream_model="priced",
+        input_price_per_million=Decimal("1000"),
+        output_price_per_million=Decimal("2000"),
     )
     key, secret = create_api_key(user, "budget", spend_budget=Decimal("0.05"))
     client = sdk(gateway, secret)
@@ -208,8 +239,12 @@ def test_allowed_models_and_user_defaults(gateway: Any, user: Any, settings: Any
 def test_concurrent_overspend_stays_within_the_documented_bound(gateway: Any, user: Any) -> None:
     """Without max_tokens only the prompt is reserved: the overrun is at most the in-flight requests' output."""
     ModelRoute.objects.create(
-        model_name="priced-slow", provider="mock", upstream_model="priced-slow", options={"latency_ms": 200},
-        input_price_per_million=Decimal("1000"), output_price_per_million=Decimal("1000"),
+        model_name="priced-slow",
+        provider="mock",
+        upstream_model="priced-slow",
+        options={"latency_ms": 200},
+        input_price_per_million=Decimal("1000"),
+        output_price_per_million=Decimal("1000"),
     )
     budget = Decimal("0.1")
     key, secret = create_api_key(user, "race", spend_budget=budget)

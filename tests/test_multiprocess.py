@@ -7,9 +7,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -20,14 +21,18 @@ from completions.keys import create_api_key
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="limits are shared across processes only through Redis (REDIS_URL)")
+pytestmark = pytest.mark.skipif(
+    not settings.REDIS_URL, reason="limits are shared across processes only through Redis (REDIS_URL)"
+)
 
 
 def database_url() -> str:
     db = connection.settings_dict
     if db["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{db['NAME']}"
-    return f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    return (
+        f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
 
 
 @pytest.fixture
@@ -42,9 +47,24 @@ def workers(transactional_db: Any) -> Iterator[str]:
         "GATEWAY_REDIS_PREFIX": settings.GATEWAY_REDIS_PREFIX,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "compat_api.asgi:application", "-k", "uvicorn_worker.UvicornWorker",
-         "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "10", "--log-level", "warning"],
-        cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "compat_api.asgi:application",
+            "-k",
+            "uvicorn_worker.UvicornWorker",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "10",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -52,10 +72,10 @@ def workers(transactional_db: Any) -> Iterator[str]:
         try:
             httpx.get(url + "/v1/models", timeout=1)
             break
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
-                raise RuntimeError("gunicorn did not start")
+                raise RuntimeError("gunicorn did not start") from exc
             time.sleep(0.2)
     try:
         yield url
@@ -69,7 +89,9 @@ def fire(url: str, secret: str, n: int) -> list[httpx.Response]:
     body = {"model": "mock-gpt-model", "messages": [{"role": "user", "content": "hello"}]}
 
     def one(_: int) -> httpx.Response:
-        return httpx.post(url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {secret}"}, timeout=30)
+        return httpx.post(
+            url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {secret}"}, timeout=30
+        )
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         return list(pool.map(one, range(n)))

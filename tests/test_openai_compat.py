@@ -8,7 +8,8 @@ import json
 import random
 import struct
 import time
-from typing import Any, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -18,7 +19,6 @@ import pytest
 from completions.errors import GatewayError, UpstreamAuthFailed, UpstreamError
 from completions.protocol import ChatCompletionRequest, EmbeddingRequest, validate
 from completions.providers.base import Route
-from completions.tokens import count_response
 from completions.providers.openai_compat import (
     ChunkReader,
     OpenAICompatProvider,
@@ -30,6 +30,7 @@ from completions.providers.openai_compat import (
     error_from_response,
     transport_error,
 )
+from completions.tokens import count_response
 from tests.conftest import free_port, log_rows
 from tests.fakes.base import DROP, Gate, Pause, Reply
 from tests.fakes.openai_server import (
@@ -59,7 +60,10 @@ FULL_REQUEST: dict[str, Any] = {
     "model": "oai-test",
     "messages": [
         {"role": "system", "content": "Be brief.", "name": "sys"},
-        {"role": "developer", "content": [{"type": "text", "text": "Rules.", "prompt_cache_breakpoint": {"mode": "explicit"}}]},
+        {
+            "role": "developer",
+            "content": [{"type": "text", "text": "Rules.", "prompt_cache_breakpoint": {"mode": "explicit"}}],
+        },
         {
             "role": "user",
             "name": "ann",
@@ -78,7 +82,7 @@ FULL_REQUEST: dict[str, Any] = {
                 {
                     "id": "call_1",
                     "type": "function",
-                    "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"},
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
                     "extra_content": {"google": {"thought_signature": "c2lnbmF0dXJl"}},
                 },
                 {"id": "call_2", "type": "custom", "custom": {"name": "sql", "input": "SELECT 1"}},
@@ -86,7 +90,12 @@ FULL_REQUEST: dict[str, Any] = {
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
         {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "1"}]},
-        {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}], "refusal": "no", "audio": {"id": "audio_1"}},
+        {
+            "role": "assistant",
+            "content": [{"type": "refusal", "refusal": "no"}],
+            "refusal": "no",
+            "audio": {"id": "audio_1"},
+        },
         {"role": "function", "name": "legacy", "content": None},
         {"role": "user", "content": "And now?"},
     ],
@@ -112,12 +121,21 @@ FULL_REQUEST: dict[str, Any] = {
     "prompt_cache_options": {"ttl": "1h"},
     "response_format": {
         "type": "json_schema",
-        "json_schema": {"name": "answer", "strict": True, "schema": {"type": "object", "properties": {"a": {"type": "string"}}}},
+        "json_schema": {
+            "name": "answer",
+            "strict": True,
+            "schema": {"type": "object", "properties": {"a": {"type": "string"}}},
+        },
     },
     "tools": [
         {
             "type": "function",
-            "function": {"name": "get_weather", "description": "Weather", "strict": True, "parameters": {"type": "object"}},
+            "function": {
+                "name": "get_weather",
+                "description": "Weather",
+                "strict": True,
+                "parameters": {"type": "object"},
+            },
         },
         {"type": "custom", "custom": {"name": "sql", "format": {"type": "text"}}},
     ],
@@ -198,9 +216,8 @@ def fake(openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> Iterator[F
 @pytest.fixture
 def oai_route(gateway: Any, fake: FakeOpenAI) -> Callable[..., Any]:
     """Creates the `oai-test` route to the fake (no retries unless asked, so scripts are exact)."""
-    from completions.models import ModelRoute
-
     from completions.failover import breakers
+    from completions.models import ModelRoute
 
     breakers.reset()
 
@@ -234,7 +251,9 @@ def test_chat_body_reproduces_the_client_json() -> None:
     assert orjson.loads(orjson.dumps(body)) == body  # JSON-native all the way down
     # Unset defaults stay unset (no `detail: "auto"` invented), aliases and extensions survive.
     assert body["messages"][2]["content"][1]["image_url"] == {"url": "https://example.com/a.png"}
-    assert "schema" in body["response_format"]["json_schema"] and "schema_" not in body["response_format"]["json_schema"]
+    assert (
+        "schema" in body["response_format"]["json_schema"] and "schema_" not in body["response_format"]["json_schema"]
+    )
     assert body["messages"][3]["tool_calls"][0]["extra_content"] == {"google": {"thought_signature": "c2lnbmF0dXJl"}}
     assert body["messages"][3]["content"] is None and body["messages"][7]["content"] is None
 
@@ -265,8 +284,16 @@ def test_stream_body_can_leave_stream_options_alone() -> None:
 
 
 def test_embedding_body_asks_for_floats() -> None:
-    request = validate(EmbeddingRequest, {"model": "e", "input": ["a", "b"], "encoding_format": "base64", "dimensions": 3, "user": "u"})
-    assert embedding_body(request, MODEL) == {"model": MODEL, "input": ["a", "b"], "encoding_format": "float", "dimensions": 3, "user": "u"}
+    request = validate(
+        EmbeddingRequest, {"model": "e", "input": ["a", "b"], "encoding_format": "base64", "dimensions": 3, "user": "u"}
+    )
+    assert embedding_body(request, MODEL) == {
+        "model": MODEL,
+        "input": ["a", "b"],
+        "encoding_format": "float",
+        "dimensions": 3,
+        "user": "u",
+    }
     tokens = validate(EmbeddingRequest, {"model": "e", "input": [[1, 2], [3]]})
     assert embedding_body(tokens, MODEL)["input"] == [[1, 2], [3]]
 
@@ -293,13 +320,13 @@ def test_base_url_and_timeouts() -> None:
 
 RAW_STREAM = (
     b": keepalive\r\n\r\n"
-    b"event: message\r\ndata: {\"n\": 1}\r\n\r\n"
-    b"data: {\"n\":\ndata: 2}\n\n"
-    b"data:{\"n\": 3}\r\r"
+    b'event: message\r\ndata: {"n": 1}\r\n\r\n'
+    b'data: {"n":\ndata: 2}\n\n'
+    b'data:{"n": 3}\r\r'
     b"id: 7\nretry: 100\n\n"
     b"data:\n\n"
-    b"event: error\ndata: {\"error\": {\"message\": \"x\"}}\n\n"
-    b"error: {\"code\": 400, \"message\": \"too long\"}\n\n"
+    b'event: error\ndata: {"error": {"message": "x"}}\n\n'
+    b'error: {"code": 400, "message": "too long"}\n\n'
     b"data: [DONE]"
 )
 EXPECTED_EVENTS = [
@@ -364,7 +391,14 @@ def test_reader_splits_usage_from_a_content_chunk() -> None:
     *content, last = chunks
     assert all("usage" not in c for c in content)
     assert content[-1]["choices"][0]["finish_reason"] == "stop"
-    assert last == {"id": "chatcmpl-fake0001", "object": "chat.completion.chunk", "created": 1_760_000_000, "model": MODEL, "choices": [], "usage": USAGE}
+    assert last == {
+        "id": "chatcmpl-fake0001",
+        "object": "chat.completion.chunk",
+        "created": 1_760_000_000,
+        "model": MODEL,
+        "choices": [],
+        "usage": USAGE,
+    }
     for c in chunks:
         assert_valid(c, "CreateChatCompletionStreamResponse")
 
@@ -399,12 +433,36 @@ def test_reader_keeps_null_usage_on_content_chunks() -> None:
     ("raw", "status", "etype", "code", "message"),
     [
         (sse(error("Upstream overloaded", type="server_error")), 502, "server_error", None, "Upstream overloaded"),
-        (sse({"error": {"message": "ctx", "type": "BadRequestError", "code": 400}}), 400, "BadRequestError", None, "ctx"),
-        (sse({"object": "error", "message": "vllm flat", "type": "BadRequestError", "param": None, "code": 400}), 400, "BadRequestError", None, "vllm flat"),
-        (b'error: {"code": 400, "message": "too long", "type": "invalid_request_error"}\n\n', 400, "invalid_request_error", None, "too long"),
+        (
+            sse({"error": {"message": "ctx", "type": "BadRequestError", "code": 400}}),
+            400,
+            "BadRequestError",
+            None,
+            "ctx",
+        ),
+        (
+            sse({"object": "error", "message": "vllm flat", "type": "BadRequestError", "param": None, "code": 400}),
+            400,
+            "BadRequestError",
+            None,
+            "vllm flat",
+        ),
+        (
+            b'error: {"code": 400, "message": "too long", "type": "invalid_request_error"}\n\n',
+            400,
+            "invalid_request_error",
+            None,
+            "too long",
+        ),
         (b'event: error\ndata: {"message": "boom"}\n\n', 502, "upstream_error", None, "boom"),
         (sse({"error": "plain string"}), 502, "upstream_error", None, "plain string"),
-        (sse(error("slow down", type="requests", code="rate_limit_exceeded")), 502, "requests", "rate_limit_exceeded", "slow down"),
+        (
+            sse(error("slow down", type="requests", code="rate_limit_exceeded")),
+            502,
+            "requests",
+            "rate_limit_exceeded",
+            "slow down",
+        ),
     ],
 )
 def test_reader_raises_error_events(raw: bytes, status: int, etype: str, code: str | None, message: str) -> None:
@@ -435,9 +493,17 @@ def test_reader_rejects_malformed_json() -> None:
 
 @pytest.mark.parametrize("status", [400, 403, 404, 409, 422, 429, 500, 503])
 def test_openai_form_errors_pass_through_with_their_status(status: int) -> None:
-    body = orjson.dumps(error("The model `x` is bad.", type="invalid_request_error", param="model", code="model_not_found"))
+    body = orjson.dumps(
+        error("The model `x` is bad.", type="invalid_request_error", param="model", code="model_not_found")
+    )
     err = error_from_response(status, body, retry_after="3")
-    assert (err.status, err.message, err.type, err.param, err.code) == (status, "The model `x` is bad.", "invalid_request_error", "model", "model_not_found")
+    assert (err.status, err.message, err.type, err.param, err.code) == (
+        status,
+        "The model `x` is bad.",
+        "invalid_request_error",
+        "model",
+        "model_not_found",
+    )
     if status in (429, 500, 503):
         assert err.headers == {"retry-after": "3"}
 
@@ -458,7 +524,12 @@ def test_upstream_401_never_relays_its_body() -> None:
 @pytest.mark.parametrize(
     ("status", "body", "cls_status", "needle"),
     [
-        (502, b"<html><head><title>502 Bad Gateway</title></head><body><h1>nginx</h1></body></html>", 502, "502 Bad Gateway"),
+        (
+            502,
+            b"<html><head><title>502 Bad Gateway</title></head><body><h1>nginx</h1></body></html>",
+            502,
+            "502 Bad Gateway",
+        ),
         (503, b"upstream connect error or disconnect/reset before headers", 503, "upstream connect error"),
         (422, b'{"detail": [{"loc": ["body"], "msg": "field required"}]}', 400, "field required"),
         (404, b'{"error": "model \\"llama3\\" not found, try pulling it first"}', 404, "try pulling it first"),
@@ -487,9 +558,17 @@ def test_error_messages_never_quote_keys() -> None:
         (httpx.ConnectTimeout("timed out"), 502, "upstream_unreachable"),
         (httpx.ReadTimeout("timed out"), 504, "upstream_timeout"),
         (httpx.PoolTimeout("timed out"), 504, "upstream_timeout"),
-        (httpx.RemoteProtocolError("peer closed connection without sending complete message body"), 502, "upstream_connection_lost"),
+        (
+            httpx.RemoteProtocolError("peer closed connection without sending complete message body"),
+            502,
+            "upstream_connection_lost",
+        ),
         (httpx.ReadError("reset"), 502, "upstream_connection_lost"),
-        (httpx.UnsupportedProtocol("Request URL is missing an 'http://' or 'https://' protocol."), 502, "upstream_error"),
+        (
+            httpx.UnsupportedProtocol("Request URL is missing an 'http://' or 'https://' protocol."),
+            502,
+            "upstream_error",
+        ),
     ],
 )
 def test_transport_errors(exc: Exception, status: int, code: str) -> None:
@@ -503,7 +582,7 @@ def test_transport_errors(exc: Exception, status: int, code: str) -> None:
 
 def test_response_tokens_are_counted_for_upstreams_without_usage() -> None:
     assert count_response(completion("one two three", usage=None)) == 3
-    calls = [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}}]
+    calls = [{"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]
     assert count_response(completion(None, tool_calls=calls, usage=None)) == 3
 
 
@@ -622,10 +701,16 @@ def test_stream_framing_split_across_network_reads(fake: FakeOpenAI) -> None:
     raw_usage = orjson.dumps(usage_chunk())
     pieces: list[Any] = [
         b": OPENROUTER PROCESSING\r\n\r\n",
-        b"data: " + one[:10], Pause(0.05), one[10:] + b"\r", Pause(0.05), b"\n\r\n",
+        b"data: " + one[:10],
+        Pause(0.05),
+        one[10:] + b"\r",
+        Pause(0.05),
+        b"\n\r\n",
         b"event: message\r\ndata: " + two + b"\r\n\r\n",
         b": ping\n\n",
-        b"data: " + raw_usage[:5], Pause(0.05), raw_usage[5:] + b"\n\ndata: [DONE]\n\n",
+        b"data: " + raw_usage[:5],
+        Pause(0.05),
+        raw_usage[5:] + b"\n\ndata: [DONE]\n\n",
     ]
     fake.script(Reply(events=pieces))
     chunks = run(lambda p: drain(p.stream(chat_request(stream=True))), route_for(fake))
@@ -634,7 +719,13 @@ def test_stream_framing_split_across_network_reads(fake: FakeOpenAI) -> None:
 
 
 def test_stream_error_status_surfaces_from_the_first_anext(fake: FakeOpenAI) -> None:
-    fake.script(Reply(status=429, json=error("Rate limit reached", type="requests", code="rate_limit_exceeded"), headers={"retry-after": "7"}))
+    fake.script(
+        Reply(
+            status=429,
+            json=error("Rate limit reached", type="requests", code="rate_limit_exceeded"),
+            headers={"retry-after": "7"},
+        )
+    )
 
     async def first(p: OpenAICompatProvider) -> Any:
         stream = p.stream(chat_request(stream=True))
@@ -643,11 +734,16 @@ def test_stream_error_status_surfaces_from_the_first_anext(fake: FakeOpenAI) -> 
     with pytest.raises(GatewayError) as exc:
         run(first, route_for(fake))
     err = exc.value
-    assert (err.status, err.code, err.message, err.headers) == (429, "rate_limit_exceeded", "Rate limit reached", {"retry-after": "7"})
+    assert (err.status, err.code, err.message, err.headers) == (
+        429,
+        "rate_limit_exceeded",
+        "Rate limit reached",
+        {"retry-after": "7"},
+    )
 
 
 def test_stream_mid_stream_error_event_raises(fake: FakeOpenAI) -> None:
-    events = text_events()[:3] + [error("The server had an error", type="server_error")]
+    events = [*text_events()[:3], error("The server had an error", type="server_error")]
     fake.script(Reply(events=events))
     got: list[dict[str, Any]] = []
 
@@ -661,7 +757,7 @@ def test_stream_mid_stream_error_event_raises(fake: FakeOpenAI) -> None:
 
 
 def test_stream_drop_raises_connection_lost(fake: FakeOpenAI) -> None:
-    fake.script(Reply(events=text_events()[:2] + [DROP]))
+    fake.script(Reply(events=[*text_events()[:2], DROP]))
     got: list[dict[str, Any]] = []
 
     async def consume(p: OpenAICompatProvider) -> None:
@@ -711,7 +807,9 @@ def test_connection_refused_is_unreachable() -> None:
 
 
 def test_embed_asks_for_floats_and_returns_the_upstream_json(fake: FakeOpenAI) -> None:
-    request = validate(EmbeddingRequest, {"model": "oai-embed", "input": ["a", "b"], "encoding_format": "base64", "dimensions": 3})
+    request = validate(
+        EmbeddingRequest, {"model": "oai-embed", "input": ["a", "b"], "encoding_format": "base64", "dimensions": 3}
+    )
     result = run(lambda p: p.embed(request), route_for(fake))
     assert fake.requests[0].path == "/v1/embeddings"
     assert fake.requests[0].json == {"model": MODEL, "input": ["a", "b"], "encoding_format": "float", "dimensions": 3}
@@ -722,7 +820,11 @@ def test_embed_asks_for_floats_and_returns_the_upstream_json(fake: FakeOpenAI) -
 
 def test_embed_errors_and_missing_usage(fake: FakeOpenAI) -> None:
     request = validate(EmbeddingRequest, {"model": "oai-embed", "input": "three little words"})
-    fake.script(Reply(json={"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}], "model": MODEL}))
+    fake.script(
+        Reply(
+            json={"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}], "model": MODEL}
+        )
+    )
     assert "usage" not in run(lambda p: p.embed(request), route_for(fake))  # the gateway counts it
     fake.script(Reply(status=400, json=error("This model does not support embeddings.", param="model")))
     with pytest.raises(GatewayError) as exc:
@@ -739,7 +841,9 @@ def raw_dump(obj: Any) -> dict[str, Any]:
 
 def test_e2e_sync_completion(client: Any, fake: FakeOpenAI, oai_route: Callable[..., Any]) -> None:
     oai_route()
-    raw = client.chat.completions.with_raw_response.create(model="oai-test", messages=QUESTION, temperature=0.3, max_completion_tokens=50)
+    raw = client.chat.completions.with_raw_response.create(
+        model="oai-test", messages=QUESTION, temperature=0.3, max_completion_tokens=50
+    )
     body = json.loads(raw.text)
     assert body == completion()
     assert_valid(body, "CreateChatCompletionResponse")
@@ -751,7 +855,9 @@ def test_e2e_sync_completion(client: Any, fake: FakeOpenAI, oai_route: Callable[
     assert (row.prompt_tokens, row.completion_tokens, row.usage_estimated) == (42, 13, False)
 
 
-def test_e2e_stream_is_real_and_logs_upstream_usage(client: Any, fake: FakeOpenAI, oai_route: Callable[..., Any]) -> None:
+def test_e2e_stream_is_real_and_logs_upstream_usage(
+    client: Any, fake: FakeOpenAI, oai_route: Callable[..., Any]
+) -> None:
     oai_route()
     gate = Gate()
     events = text_events(usage=USAGE)
@@ -778,7 +884,9 @@ def test_e2e_stream_is_real_and_logs_upstream_usage(client: Any, fake: FakeOpenA
 
 
 @pytest.mark.parametrize("mode", ["separate", "on_last_chunk"])
-def test_e2e_stream_with_include_usage_gets_upstream_usage(raw: httpx.Client, fake: FakeOpenAI, oai_route: Callable[..., Any], mode: str) -> None:
+def test_e2e_stream_with_include_usage_gets_upstream_usage(
+    raw: httpx.Client, fake: FakeOpenAI, oai_route: Callable[..., Any], mode: str
+) -> None:
     oai_route()
     fake.usage_mode = mode
     body = {"model": "oai-test", "messages": QUESTION, "stream": True, "stream_options": {"include_usage": True}}
@@ -796,7 +904,9 @@ def test_e2e_stream_with_include_usage_gets_upstream_usage(raw: httpx.Client, fa
     assert (row.prompt_tokens, row.completion_tokens, row.usage_estimated) == (42, 13, False)
 
 
-def test_e2e_stream_from_a_server_that_ignores_include_usage(client: Any, fake: FakeOpenAI, oai_route: Callable[..., Any]) -> None:
+def test_e2e_stream_from_a_server_that_ignores_include_usage(
+    client: Any, fake: FakeOpenAI, oai_route: Callable[..., Any]
+) -> None:
     oai_route()
     fake.usage_mode = "ignore"
     stream = client.chat.completions.create(model="oai-test", messages=QUESTION, stream=True)
@@ -827,18 +937,30 @@ def test_e2e_async_client(async_client: Any, fake: FakeOpenAI, oai_route: Callab
 
 def test_e2e_tools(client: Any, fake: FakeOpenAI, oai_route: Callable[..., Any]) -> None:
     oai_route()
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     call = {
         "id": "call_fake1",
         "type": "function",
-        "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"},
+        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
         "extra_content": {"google": {"thought_signature": "sig"}},
     }
     fake.script(Reply(json=completion(None, tool_calls=[call])), Reply(json=completion("Sunny in Paris.")))
     r = client.chat.completions.create(model="oai-test", messages=QUESTION, tools=tools, tool_choice="auto")
     assert_valid(without_extensions(raw_dump(r)), "CreateChatCompletionResponse")
     got = r.choices[0].message.tool_calls[0]
-    assert (got.id, got.function.name, json.loads(got.function.arguments)) == ("call_fake1", "get_weather", {"city": "Paris"})
+    assert (got.id, got.function.name, json.loads(got.function.arguments)) == (
+        "call_fake1",
+        "get_weather",
+        {"city": "Paris"},
+    )
     assert r.choices[0].finish_reason == "tool_calls"
     history = [
         *QUESTION,
@@ -850,19 +972,24 @@ def test_e2e_tools(client: Any, fake: FakeOpenAI, oai_route: Callable[..., Any])
     assert fake.requests[0].json == {"model": MODEL, "messages": QUESTION, "tools": tools, "tool_choice": "auto"}
     assert fake.requests[1].json == {"model": MODEL, "messages": history, "tools": tools}
     # Streamed tool calls arrive in OpenAI's incremental shape.
-    fake.script(Reply(events=tool_call_events("get_weather", "{\"city\":\"Paris\"}")))
+    fake.script(Reply(events=tool_call_events("get_weather", '{"city":"Paris"}')))
     chunks = list(client.chat.completions.create(model="oai-test", messages=QUESTION, tools=tools, stream=True))
     for c in chunks:
         assert_valid(raw_dump(c), "CreateChatCompletionStreamResponse")
     deltas = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
     assert deltas[0].function.name == "get_weather"
-    assert "".join(d.function.arguments or "" for d in deltas) == "{\"city\":\"Paris\"}"
+    assert "".join(d.function.arguments or "" for d in deltas) == '{"city":"Paris"}'
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
 @pytest.mark.parametrize(
     ("status", "sdk_error"),
-    [(400, openai.BadRequestError), (404, openai.NotFoundError), (429, openai.RateLimitError), (500, openai.InternalServerError)],
+    [
+        (400, openai.BadRequestError),
+        (404, openai.NotFoundError),
+        (429, openai.RateLimitError),
+        (500, openai.InternalServerError),
+    ],
 )
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_e2e_openai_form_errors_pass_through(
@@ -881,7 +1008,9 @@ def test_e2e_openai_form_errors_pass_through(
 
 def test_e2e_upstream_401_hides_its_body(client: Any, fake: FakeOpenAI, oai_route: Callable[..., Any]) -> None:
     oai_route()
-    fake.script(Reply(status=401, json=error("Incorrect API key provided: sk-upst*******test.", code="invalid_api_key")))
+    fake.script(
+        Reply(status=401, json=error("Incorrect API key provided: sk-upst*******test.", code="invalid_api_key"))
+    )
     with pytest.raises(openai.AuthenticationError) as exc:
         client.chat.completions.create(model="oai-test", messages=QUESTION)
     assert exc.value.status_code == 401
@@ -909,7 +1038,9 @@ def test_e2e_retry_before_the_first_byte(client: Any, fake: FakeOpenAI, oai_rout
     assert len(fake.requests) == 2
 
 
-def test_e2e_missing_credential(client: Any, fake: FakeOpenAI, oai_route: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_e2e_missing_credential(
+    client: Any, fake: FakeOpenAI, oai_route: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     oai_route()
     monkeypatch.delenv(KEY_ENV)
     with pytest.raises(openai.InternalServerError) as exc:
@@ -920,7 +1051,9 @@ def test_e2e_missing_credential(client: Any, fake: FakeOpenAI, oai_route: Callab
 
 def test_e2e_keyless_local_server(client: Any, fake: FakeOpenAI, oai_route: Callable[..., Any]) -> None:
     oai_route(api_key_env="")
-    assert client.chat.completions.create(model="oai-test", messages=QUESTION).choices[0].message.content == DEFAULT_TEXT
+    assert (
+        client.chat.completions.create(model="oai-test", messages=QUESTION).choices[0].message.content == DEFAULT_TEXT
+    )
     assert "authorization" not in fake.requests[0].headers
 
 
@@ -936,7 +1069,9 @@ def sse_payloads(response: httpx.Response) -> list[str]:
     ],
     ids=["error-event", "drop"],
 )
-def test_e2e_mid_stream_failure(raw: httpx.Client, fake: FakeOpenAI, oai_route: Callable[..., Any], tail: list[Any], status: int, code: str | None) -> None:
+def test_e2e_mid_stream_failure(
+    raw: httpx.Client, fake: FakeOpenAI, oai_route: Callable[..., Any], tail: list[Any], status: int, code: str | None
+) -> None:
     oai_route()
     fake.script(Reply(events=text_events()[:3] + tail))
     body = {"model": "oai-test", "messages": QUESTION, "stream": True}
@@ -952,7 +1087,9 @@ def test_e2e_mid_stream_failure(raw: httpx.Client, fake: FakeOpenAI, oai_route: 
     assert row.stream and row.status_code == status and row.error_message == error_event["error"]["message"]
 
 
-def test_e2e_client_disconnect_closes_the_upstream(raw: httpx.Client, fake: FakeOpenAI, oai_route: Callable[..., Any]) -> None:
+def test_e2e_client_disconnect_closes_the_upstream(
+    raw: httpx.Client, fake: FakeOpenAI, oai_route: Callable[..., Any]
+) -> None:
     oai_route()
     gate = Gate()
     events = text_events()
@@ -977,7 +1114,9 @@ def embeddings_available(raw: httpx.Client) -> bool:
 
 
 @pytest.mark.parametrize("encoding", ["float", "base64"])
-def test_e2e_embeddings(client: Any, raw: httpx.Client, fake: FakeOpenAI, oai_route: Callable[..., Any], encoding: str) -> None:
+def test_e2e_embeddings(
+    client: Any, raw: httpx.Client, fake: FakeOpenAI, oai_route: Callable[..., Any], encoding: str
+) -> None:
     if not embeddings_available(raw):
         pytest.skip("the gateway has no /v1/embeddings view yet")
     oai_route(model_name="oai-embed", upstream_model="upstream-embed")
@@ -987,9 +1126,15 @@ def test_e2e_embeddings(client: Any, raw: httpx.Client, fake: FakeOpenAI, oai_ro
         result = client.embeddings.create(model="oai-embed", input=["first", "second"])
     assert [d.embedding for d in result.data] == [vector(0), vector(1)]
     assert result.usage.prompt_tokens == EMBEDDING_USAGE["prompt_tokens"]
-    assert fake.requests[-1].json == {"model": "upstream-embed", "input": ["first", "second"], "encoding_format": "float"}
+    assert fake.requests[-1].json == {
+        "model": "upstream-embed",
+        "input": ["first", "second"],
+        "encoding_format": "float",
+    }
     # What went over the wire to the client is what it asked for.
-    wire = raw.post("/v1/embeddings", json={"model": "oai-embed", "input": ["first"], "encoding_format": encoding}).json()
+    wire = raw.post(
+        "/v1/embeddings", json={"model": "oai-embed", "input": ["first"], "encoding_format": encoding}
+    ).json()
     embedding = wire["data"][0]["embedding"]
     if encoding == "base64":  # the spec's schema documents only the float form
         assert list(struct.unpack("<3f", base64.b64decode(embedding))) == vector(0)
@@ -1011,4 +1156,7 @@ def test_e2e_missing_usage_is_counted_and_marked(client: Any, fake: FakeOpenAI, 
     assert client.embeddings.create(model="oai-test", input=["one two", "three"]).usage.prompt_tokens == 3
     assert flush(10)
     rows = list(RequestLog.objects.order_by("id"))
-    assert [(r.endpoint, r.usage_estimated, r.completion_tokens) for r in rows] == [("chat.completions", True, 4), ("embeddings", True, 0)]
+    assert [(r.endpoint, r.usage_estimated, r.completion_tokens) for r in rows] == [
+        ("chat.completions", True, 4),
+        ("embeddings", True, 0),
+    ]

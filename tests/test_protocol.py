@@ -60,17 +60,57 @@ def test_full_request_round_trip() -> None:
         messages=[
             {"role": "developer", "content": [{"type": "text", "text": "rules"}]},
             {"role": "system", "content": "sys"},
-            {"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}], "name": "u"},
-            {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}, "extra_content": {"google": {"thought_signature": "c2ln"}}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                ],
+                "name": "u",
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": "{}"},
+                        "extra_content": {"google": {"thought_signature": "c2ln"}},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": "call_1", "content": "42"},
         ],
-        temperature=0.5, top_p=1, n=2, stop=["x"], max_completion_tokens=10, presence_penalty=1, frequency_penalty=-1,
-        logit_bias={"50256": -100}, logprobs=True, top_logprobs=2, seed=1, user="u", response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}}},
-        tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}], tool_choice={"type": "function", "function": {"name": "f"}},
-        parallel_tool_calls=False, stream=True, stream_options={"include_usage": True}, metadata={"k": "v"}, reasoning_effort="low", service_tier="auto",
+        temperature=0.5,
+        top_p=1,
+        n=2,
+        stop=["x"],
+        max_completion_tokens=10,
+        presence_penalty=1,
+        frequency_penalty=-1,
+        logit_bias={"50256": -100},
+        logprobs=True,
+        top_logprobs=2,
+        seed=1,
+        user="u",
+        response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}}},
+        tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+        tool_choice={"type": "function", "function": {"name": "f"}},
+        parallel_tool_calls=False,
+        stream=True,
+        stream_options={"include_usage": True},
+        metadata={"k": "v"},
+        reasoning_effort="low",
+        service_tier="auto",
     )
     request = p.validate(p.ChatCompletionRequest, body)
-    assert request.output_limit == 10 and request.stop_sequences == ["x"] and request.include_usage and request.choices == 2
+    assert (
+        request.output_limit == 10
+        and request.stop_sequences == ["x"]
+        and request.include_usage
+        and request.choices == 2
+    )
     assert request.response_format.json_schema.schema_ == {"type": "object"}
     assert request.messages[3].tool_calls[0].extra_content == {"google": {"thought_signature": "c2ln"}}
 
@@ -83,9 +123,22 @@ def test_full_request_round_trip() -> None:
         (valid(stream="yes"), "stream"),
         (valid(metadata={f"k{i}": "v" for i in range(17)}), "metadata"),
         (valid(tools=[{"type": "function", "function": {"name": "bad name"}}]), "tools[0].function.name"),
-        (valid(tools=[{"type": "function", "function": {"name": "f"}}], tool_choice={"type": "function", "function": {"name": "g"}}), "tool_choice"),
+        (
+            valid(
+                tools=[{"type": "function", "function": {"name": "f"}}],
+                tool_choice={"type": "function", "function": {"name": "g"}},
+            ),
+            "tool_choice",
+        ),
         (valid(messages=[{"role": "assistant"}]), "messages[0]"),
-        (valid(messages=[{"role": "assistant", "tool_calls": [{"id": "x", "type": "function", "function": {"name": "f"}}]}]), "messages[0].tool_calls[0].function.arguments"),
+        (
+            valid(
+                messages=[
+                    {"role": "assistant", "tool_calls": [{"id": "x", "type": "function", "function": {"name": "f"}}]}
+                ]
+            ),
+            "messages[0].tool_calls[0].function.arguments",
+        ),
         (valid(parallel_tool_calls=True), "parallel_tool_calls"),
     ],
 )

@@ -8,8 +8,9 @@ the tool's result they answer with it. So the client code is identical for every
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import openai
 import pytest
@@ -43,7 +44,10 @@ class ToolGemini(fg.FakeGemini):
             if results:
                 answer = fg.text_response(f"The tool said: {json.dumps(results[0])}")
             else:
-                answer = fg.response(fg.candidate(fg.call_part("get_weather", {"city": "Paris"}, signature=b"sig")), usage_=fg.usage(9, 4))
+                answer = fg.response(
+                    fg.candidate(fg.call_part("get_weather", {"city": "Paris"}, signature=b"sig")),
+                    usage_=fg.usage(9, 4),
+                )
             return Reply(events=[answer]) if method == "streamGenerateContent" else Reply(json=answer)
         return super().default_reply(request)
 
@@ -53,7 +57,11 @@ class ToolAnthropic(fa.FakeAnthropic):
         body = request.json or {}
         if body.get("tools"):
             last = body["messages"][-1]["content"]
-            results = [b for b in last if isinstance(b, dict) and b.get("type") == "tool_result"] if isinstance(last, list) else []
+            results = (
+                [b for b in last if isinstance(b, dict) and b.get("type") == "tool_result"]
+                if isinstance(last, list)
+                else []
+            )
             if results:
                 msg = fa.message([fa.text(f"The tool said: {json.dumps(results[0]['content'])}")])
             else:
@@ -69,10 +77,18 @@ class ToolOpenAI(fo.FakeOpenAI):
             last = body["messages"][-1]
             if last["role"] == "tool":
                 text = f"The tool said: {last['content']}"
-                return Reply(events=fo.text_events(text, usage=fo.USAGE)) if body.get("stream") else Reply(json=fo.completion(text))
+                return (
+                    Reply(events=fo.text_events(text, usage=fo.USAGE))
+                    if body.get("stream")
+                    else Reply(json=fo.completion(text))
+                )
             if body.get("stream"):
                 return Reply(events=fo.tool_call_events("get_weather", '{"city": "Paris"}'))
-            call = {"id": "call_x1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+            call = {
+                "id": "call_x1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            }
             return Reply(json=fo.completion(None, tool_calls=[call]))
         return super().default_reply(request)
 
@@ -92,14 +108,19 @@ def routed(gateway: Any, upstreams: dict[str, Any], monkeypatch: pytest.MonkeyPa
         fake.reset()
     for name in ("GEMINI_TEST_KEY", "ANTHROPIC_TEST_KEY", "OPENAI_TEST_KEY"):
         monkeypatch.setenv(name, "test-key")
+    gemini, anthropic, openai_url = upstreams["gemini"].url, upstreams["anthropic"].url, upstreams["openai"].url
     routes = yaml.safe_load(
         f"""
 routes:
   - {{model: chat-mock, provider: mock, upstream_model: mock-gpt-model}}
-  - {{model: chat-gemini, provider: gemini, upstream_model: gemini-2.5-flash, base_url: "{upstreams['gemini'].url}", api_key_env: GEMINI_TEST_KEY}}
-  - {{model: embed-gemini, provider: gemini, upstream_model: gemini-embedding-001, base_url: "{upstreams['gemini'].url}", api_key_env: GEMINI_TEST_KEY}}
-  - {{model: chat-anthropic, provider: anthropic, upstream_model: claude-sonnet-4-6, base_url: "{upstreams['anthropic'].url}", api_key_env: ANTHROPIC_TEST_KEY}}
-  - {{model: chat-openai, provider: openai, upstream_model: upstream-model-x, base_url: "{upstreams['openai'].url}/v1", api_key_env: OPENAI_TEST_KEY}}
+  - {{model: chat-gemini, provider: gemini, upstream_model: gemini-2.5-flash,
+      base_url: "{gemini}", api_key_env: GEMINI_TEST_KEY}}
+  - {{model: embed-gemini, provider: gemini, upstream_model: gemini-embedding-001,
+      base_url: "{gemini}", api_key_env: GEMINI_TEST_KEY}}
+  - {{model: chat-anthropic, provider: anthropic, upstream_model: claude-sonnet-4-6,
+      base_url: "{anthropic}", api_key_env: ANTHROPIC_TEST_KEY}}
+  - {{model: chat-openai, provider: openai, upstream_model: upstream-model-x,
+      base_url: "{openai_url}/v1", api_key_env: OPENAI_TEST_KEY}}
 """
     )
     apply(routes)
@@ -111,7 +132,11 @@ def client_program(client: openai.OpenAI, model: str, embedding_model: str) -> d
     out: dict[str, Any] = {}
     question = [{"role": "user", "content": "Say hello"}]
     out["chat"] = client.chat.completions.with_raw_response.create(model=model, messages=question)
-    out["stream"] = list(client.chat.completions.create(model=model, messages=question, stream=True, stream_options={"include_usage": True}))
+    out["stream"] = list(
+        client.chat.completions.create(
+            model=model, messages=question, stream=True, stream_options={"include_usage": True}
+        )
+    )
 
     messages: list[Any] = [{"role": "user", "content": "Paris"}]
     first = client.chat.completions.create(model=model, messages=messages, tools=[WEATHER_TOOL], tool_choice="required")
@@ -120,7 +145,13 @@ def client_program(client: openai.OpenAI, model: str, embedding_model: str) -> d
     out["tool_call"] = first
     out["tool_answer"] = client.chat.completions.create(model=model, messages=messages, tools=[WEATHER_TOOL])
     out["tool_stream"] = list(
-        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Paris"}], tools=[WEATHER_TOOL], tool_choice="required", stream=True)
+        client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Paris"}],
+            tools=[WEATHER_TOOL],
+            tool_choice="required",
+            stream=True,
+        )
     )
     try:
         out["embeddings"] = client.embeddings.create(model=embedding_model, input=["first text", "second"])
@@ -138,7 +169,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("model", "embedding_model", "provider", "embeds"), CASES)
-def test_same_client_code_on_every_provider(routed: dict[str, Any], client: openai.OpenAI, model: str, embedding_model: str, provider: str, embeds: bool) -> None:
+def test_same_client_code_on_every_provider(
+    routed: dict[str, Any], client: openai.OpenAI, model: str, embedding_model: str, provider: str, embeds: bool
+) -> None:
     out = client_program(client, model, embedding_model)
 
     raw = out["chat"]
@@ -163,7 +196,12 @@ def test_same_client_code_on_every_provider(routed: dict[str, Any], client: open
     assert "city" in json.loads(call.function.arguments)
     assert "sunny" in out["tool_answer"].choices[0].message.content
 
-    stream_calls = [tc for c in out["tool_stream"] if c.choices and c.choices[0].delta.tool_calls for tc in c.choices[0].delta.tool_calls]
+    stream_calls = [
+        tc
+        for c in out["tool_stream"]
+        if c.choices and c.choices[0].delta.tool_calls
+        for tc in c.choices[0].delta.tool_calls
+    ]
     assert stream_calls[0].id and stream_calls[0].function.name == "get_weather"
     assert "city" in json.loads("".join(tc.function.arguments or "" for tc in stream_calls))
     assert [c.choices[0].finish_reason for c in out["tool_stream"] if c.choices][-1] == "tool_calls"
@@ -202,7 +240,9 @@ def test_seed_snippets_and_a_tool_loop_against_gemini_with_only_a_key(
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.url)  # the SDK's own convention
     router.invalidate()
     client = openai.OpenAI(api_key=api_key, base_url=gateway.url, max_retries=0)
-    r = client.chat.completions.create(model="gemini-2.5-flash", messages=[{"role": "user", "content": "is 1 + 1 equal to 2?"}])
+    r = client.chat.completions.create(
+        model="gemini-2.5-flash", messages=[{"role": "user", "content": "is 1 + 1 equal to 2?"}]
+    )
     assert r.choices[0].message.content == "echo: is 1 + 1 equal to 2?"
     streamed = "".join(
         c.choices[0].delta.content or ""

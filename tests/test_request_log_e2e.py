@@ -27,7 +27,9 @@ def slow_mock(transactional_db: Any) -> str:
     """A mock route that takes 50 ms per streamed word (3 s for the 60 words sent)."""
     from completions.models import ModelRoute
 
-    ModelRoute.objects.create(model_name="slow-mock", provider="mock", upstream_model="slow-mock", options={"chunk_delay_ms": 50})
+    ModelRoute.objects.create(
+        model_name="slow-mock", provider="mock", upstream_model="slow-mock", options={"chunk_delay_ms": 50}
+    )
     return "slow-mock"
 
 
@@ -36,21 +38,28 @@ def sleepy_mock(transactional_db: Any) -> str:
     """A mock route that thinks 3 s before answering."""
     from completions.models import ModelRoute
 
-    ModelRoute.objects.create(model_name="sleepy-mock", provider="mock", upstream_model="sleepy-mock", options={"latency_ms": 3000})
+    ModelRoute.objects.create(
+        model_name="sleepy-mock", provider="mock", upstream_model="sleepy-mock", options={"latency_ms": 3000}
+    )
     return "sleepy-mock"
 
 
 def test_stream_disconnect_cancels_and_is_logged(gateway: Any, api_key: str, slow_mock: str) -> None:
     body = {"model": slow_mock, "messages": [{"role": "user", "content": WORDS}], "stream": True}
     started = time.monotonic()
-    with httpx.Client(timeout=10) as http:
-        with http.stream(
-            "POST", gateway.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {api_key}", "x-request-id": "cut-short"}
-        ) as response:
-            assert response.status_code == 200
-            lines = response.iter_lines()
-            seen = [next(lines) for _ in range(5)]
-            assert seen[0].startswith("data: ")
+    with (
+        httpx.Client(timeout=10) as http,
+        http.stream(
+            "POST",
+            gateway.url + "/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {api_key}", "x-request-id": "cut-short"},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        seen = [next(lines) for _ in range(5)]
+        assert seen[0].startswith("data: ")
         # leaving the block closes the connection mid-stream
     (row,) = wait_for_rows(request_id="cut-short")
     assert row.client_disconnected
@@ -82,7 +91,10 @@ def test_one_row_per_request_with_the_caller(client: Any, api_key: str, user: An
     key = APIKey.objects.get(key_hash=hash_secret(api_key))
     for i in range(5):
         client.chat.completions.create(
-            model="mock-gpt-model", messages=[{"role": "user", "content": f"n{i}"}], user="end-user-7", metadata={"team": "x"}
+            model="mock-gpt-model",
+            messages=[{"role": "user", "content": f"n{i}"}],
+            user="end-user-7",
+            metadata={"team": "x"},
         )
     rows = log_rows(api_key=key)
     assert len(rows) == 5
@@ -124,7 +136,9 @@ def test_a_stream_closed_before_its_first_byte_still_cleans_up(transactional_db:
     async def run() -> RequestRecord:
         stream = upstream()
         first = await anext(stream)
-        request = ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "x y"}], "stream": True})
+        request = ChatCompletionRequest.model_validate(
+            {"model": "m", "messages": [{"role": "user", "content": "x y"}], "stream": True}
+        )
         record = RequestRecord(request_id="never-started", model="m", stream=True)
         relay = Relay(first, stream, request, record, Route("m", "mock", "m"))
         await relay.aclose()

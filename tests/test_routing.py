@@ -27,12 +27,21 @@ def test_builtins_follow_the_environment() -> None:
     assert "gemini-2.5-flash" in gemini and gemini["gemini-2.5-flash"].api_key_env == "GEMINI_API_KEY"
     assert gemini["gemini-2.5-flash"].input_price == Decimal("0.30")
     assert all(r.provider != "anthropic" for r in with_gemini)
-    assert {r.provider for r in builtin_routes({"ANTHROPIC_API_KEY": "x", "OPENAI_API_KEY": "y"})} == {"mock", "anthropic", "openai"}
-    assert [r.model_name for r in builtin_routes({"GEMINI_API_KEY": "x", "GATEWAY_BUILTIN_ROUTES": "false"})] == ["mock-gpt-model"]
+    assert {r.provider for r in builtin_routes({"ANTHROPIC_API_KEY": "x", "OPENAI_API_KEY": "y"})} == {
+        "mock",
+        "anthropic",
+        "openai",
+    }
+    assert [r.model_name for r in builtin_routes({"GEMINI_API_KEY": "x", "GATEWAY_BUILTIN_ROUTES": "false"})] == [
+        "mock-gpt-model"
+    ]
 
 
 def test_table_database_routes_replace_builtins_and_aliases_point_at_them() -> None:
-    builtin = [Route("mock-gpt-model", "mock", "mock-gpt-model"), Route("gemini-2.5-flash", "gemini", "gemini-2.5-flash")]
+    builtin = [
+        Route("mock-gpt-model", "mock", "mock-gpt-model"),
+        Route("gemini-2.5-flash", "gemini", "gemini-2.5-flash"),
+    ]
     configured = [
         Route("gemini-2.5-flash", "openai", "proxy-flash", id=1),
         Route("fast", "mock", "m", id=2, aliases=("gpt-4o",)),
@@ -88,7 +97,10 @@ def test_example_routing_file_loads_idempotently_and_replaces() -> None:
     assert route_config.apply(data).unchanged == first.created
     gemini = ModelRoute.objects.get(model_name="gemini-flash")
     assert (gemini.upstream_model, gemini.api_key_env, gemini.aliases, gemini.fallbacks) == (
-        "gemini-2.5-flash", "GEMINI_API_KEY", ["gpt-4o-mini"], ["claude-sonnet"]
+        "gemini-2.5-flash",
+        "GEMINI_API_KEY",
+        ["gpt-4o-mini"],
+        ["claude-sonnet"],
     )
     assert gemini.output_price_per_million == Decimal("2.5") and gemini.first_byte_timeout == 60
     assert sorted(ModelRoute.objects.filter(model_name="llama-local").values_list("weight", flat=True)) == [1, 3]
@@ -106,7 +118,10 @@ def test_example_routing_file_loads_idempotently_and_replaces() -> None:
         ({"routes": [{"model": "x", "provider": "nope"}]}, "unknown provider"),
         ({"routes": [{"model": "x", "provider": "mock", "wieght": 2}]}, "unknown keys ['wieght']"),
         ({"routes": [{"model": "x", "provider": "mock", "price": {"input": "abc"}}]}, "routes[0].price.input"),
-        ({"routes": [{"model": "x", "provider": "mock", "timeouts": {"first_byte": -1}}]}, "routes[0].timeouts.first_byte"),
+        (
+            {"routes": [{"model": "x", "provider": "mock", "timeouts": {"first_byte": -1}}]},
+            "routes[0].timeouts.first_byte",
+        ),
         ({"routes": [{"model": "x", "provider": "mock", "aliases": "gpt-4o"}]}, "routes[0].aliases"),
         ({"route": []}, "file"),
     ],

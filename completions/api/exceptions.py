@@ -40,7 +40,9 @@ def envelope_exception_handler(exc: Exception, context: dict[str, Any]) -> Respo
     response.data = {
         "error": {
             "message": message,
-            "type": TYPES.get(response.status_code, "server_error" if response.status_code >= 500 else "invalid_request_error"),
+            "type": TYPES.get(
+                response.status_code, "server_error" if response.status_code >= 500 else "invalid_request_error"
+            ),
             "param": param if param != "detail" else None,
             "code": code,
         }

@@ -19,7 +19,18 @@ class APIKeySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = APIKey
-        fields = ("id", "name", "prefix", "user", "status", "created_at", "last_used_at", "expires_at", "revoked_at", *LIMIT_FIELDS)
+        fields = (
+            "id",
+            "name",
+            "prefix",
+            "user",
+            "status",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+            "revoked_at",
+            *LIMIT_FIELDS,
+        )
         read_only_fields = ("id", "prefix", "user", "status", "created_at", "last_used_at", "revoked_at", *LIMIT_FIELDS)
 
 
@@ -51,10 +62,32 @@ class RequestLogSerializer(serializers.ModelSerializer):
     class Meta:
         model = RequestLog
         fields = (
-            "id", "created_at", "request_id", "endpoint", "api_key", "key_prefix", "model", "provider",
-            "upstream_model", "stream", "status_code", "error_type", "error_code", "error_message",
-            "prompt_tokens", "completion_tokens", "total_tokens", "usage_estimated", "cost", "latency_ms", "ttft_ms",
-            "finish_reason", "client_disconnected", "attempts", "end_user", "metadata",
+            "id",
+            "created_at",
+            "request_id",
+            "endpoint",
+            "api_key",
+            "key_prefix",
+            "model",
+            "provider",
+            "upstream_model",
+            "stream",
+            "status_code",
+            "error_type",
+            "error_code",
+            "error_message",
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "usage_estimated",
+            "cost",
+            "latency_ms",
+            "ttft_ms",
+            "finish_reason",
+            "client_disconnected",
+            "attempts",
+            "end_user",
+            "metadata",
         )
 
 

@@ -35,7 +35,11 @@ def is_staff(request: Request) -> bool:
 
 
 class KeyViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
 ):
     """List, create (secret shown once), rename and revoke API keys. Another user's key is a 404."""
 
@@ -81,9 +85,14 @@ class LogPagination(CursorPagination):
 
 
 LOG_FILTERS = [
-    OpenApiParameter("key", int), OpenApiParameter("model", str), OpenApiParameter("provider", str),
-    OpenApiParameter("status", int), OpenApiParameter("stream", bool), OpenApiParameter("request_id", str),
-    OpenApiParameter("since", str, description="ISO date or datetime"), OpenApiParameter("until", str),
+    OpenApiParameter("key", int),
+    OpenApiParameter("model", str),
+    OpenApiParameter("provider", str),
+    OpenApiParameter("status", int),
+    OpenApiParameter("stream", bool),
+    OpenApiParameter("request_id", str),
+    OpenApiParameter("since", str, description="ISO date or datetime"),
+    OpenApiParameter("until", str),
     OpenApiParameter("user", int, description="Staff only"),
 ]
 
@@ -105,8 +114,13 @@ class LogViewSet(viewsets.ReadOnlyModelViewSet):
         else:
             qs = qs.filter(user=self.request.user)
         filters = {
-            "key": "api_key_id", "model": "model", "provider": "provider", "status": "status_code",
-            "request_id": "request_id", "since": "created_at__gte", "until": "created_at__lt",
+            "key": "api_key_id",
+            "model": "model",
+            "provider": "provider",
+            "status": "status_code",
+            "request_id": "request_id",
+            "since": "created_at__gte",
+            "until": "created_at__lt",
         }
         for param, lookup in filters.items():
             if params.get(param):
@@ -135,4 +149,6 @@ class UsageView(APIView):
             rows = [usage.usage_total(start, end, scope)]
         else:
             rows = usage.usage_rows(start, end, scope, ({"key": "key_id"}.get(group, group),))
-        return Response({"start": start, "end": end, "group_by": group, "data": UsageRowSerializer(rows, many=True).data})
+        return Response(
+            {"start": start, "end": end, "group_by": group, "data": UsageRowSerializer(rows, many=True).data}
+        )

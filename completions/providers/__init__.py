@@ -29,4 +29,4 @@ def register(name: str, dotted_path: str) -> None:
     _CLASSES[name] = dotted_path
 
 
-__all__ = ["Provider", "Route", "provider_class", "known", "register"]
+__all__ = ["Provider", "Route", "known", "provider_class", "register"]

@@ -50,8 +50,9 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 
@@ -577,7 +578,7 @@ class StreamTranslator:
             if reason is not None and self.finish is None:
                 self.finish = finish_reason(reason)
                 out = [] if self.started else [self._delta({"content": ""})]
-                return out + [self.chunks.delta(0, {}, finish_reason=self.finish)]
+                return [*out, self.chunks.delta(0, {}, finish_reason=self.finish)]
         return []  # content_block_stop, message_stop, ping and unknown events
 
     def _block_start(self, index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
@@ -744,4 +745,4 @@ class AnthropicProvider(Provider):
             await client.close()
 
 
-__all__ = ["AnthropicProvider", "build_params", "convert_message", "StreamTranslator", "convert_error"]
+__all__ = ["AnthropicProvider", "StreamTranslator", "build_params", "convert_error", "convert_message"]

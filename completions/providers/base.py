@@ -9,9 +9,10 @@ response or chunks) and a small class doing the I/O. Providers raise
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, AsyncIterator, ClassVar
+from typing import Any, ClassVar
 
 import orjson
 
@@ -68,7 +69,17 @@ class Route:
 # `prompt_cache_key` is a best-effort cache-routing hint (OpenAI promises nothing with it);
 # providers that cache prompts do so on their own.
 CORE_PARAMS = frozenset(
-    {"model", "messages", "stream", "stream_options", "metadata", "user", "safety_identifier", "store", "prompt_cache_key"}
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "metadata",
+        "user",
+        "safety_identifier",
+        "store",
+        "prompt_cache_key",
+    }
 )
 
 

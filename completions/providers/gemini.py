@@ -73,10 +73,11 @@ import dataclasses
 import math
 import mimetypes
 import re
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterator, Sequence
+from typing import Any
 from urllib.parse import unquote_to_bytes, urlparse
 
 import httpx
@@ -131,8 +132,15 @@ SERVICE_TIERS: dict[str, types.ServiceTier | None] = {
 }
 FILTERED = frozenset(
     {
-        "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
-        "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR",
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+        "MODEL_ARMOR",
     }
 )
 # Error reasons Gemini sends (with 400 or 403) when the API key itself is wrong.
@@ -262,7 +270,7 @@ def image_type_of(path: str) -> str | None:
 
 def parse_data_url(url: str, param: str) -> tuple[str, bytes]:
     """(MIME type, bytes) of a data: URL."""
-    header, comma, payload = url[len("data:"):].partition(",")
+    header, comma, payload = url[len("data:") :].partition(",")
     if not comma:
         raise InvalidRequest("This data: URL has no comma separating its header from its data.", param=param)
     fields = header.split(";")
@@ -295,7 +303,8 @@ def file_part(ref: p.FileRef, param: str) -> types.Part:
     mime = mimetypes.guess_type(ref.filename or "")[0]
     if mime is None:
         raise _unsupported(
-            "The file's MIME type can't be told: send `file_data` as a data: URL, or a `filename` with a known extension.",
+            "The file's MIME type can't be told: send `file_data` as a data: URL, "
+            "or a `filename` with a known extension.",
             f"{param}.filename",
         )
     return types.Part(inline_data=types.Blob(mime_type=mime, data=decode_base64(ref.file_data, f"{param}.file_data")))
@@ -311,7 +320,9 @@ def assistant_parts(message: p.AssistantMessage, where: str, names: dict[str, st
             f"{where}.function_call",
         )
     parts = [types.Part(text=text) for text in assistant_texts(message) if text]
-    calls = [function_call_part(call, f"{where}.tool_calls[{j}]", names) for j, call in enumerate(message.tool_calls or [])]
+    calls = [
+        function_call_part(call, f"{where}.tool_calls[{j}]", names) for j, call in enumerate(message.tool_calls or [])
+    ]
     if calls and all(call.thought_signature is None for call in calls):
         calls[0] = calls[0].model_copy(update={"thought_signature": SKIP_SIGNATURE})
     return parts + calls
@@ -345,7 +356,9 @@ def parse_arguments(arguments: str, param: str) -> dict[str, Any]:
     try:
         args = orjson.loads(arguments)
     except orjson.JSONDecodeError:
-        raise InvalidRequest("Tool call arguments must be a JSON object; this is not valid JSON.", param=param) from None
+        raise InvalidRequest(
+            "Tool call arguments must be a JSON object; this is not valid JSON.", param=param
+        ) from None
     if not isinstance(args, dict):
         raise InvalidRequest("Tool call arguments must be a JSON object.", param=param)
     return args
@@ -512,9 +525,7 @@ def raise_if_blocked(response: types.GenerateContentResponse) -> None:
         return
     reason = _enum_name(feedback.block_reason)
     detail = f" ({feedback.block_reason_message})" if feedback.block_reason_message else ""
-    raise InvalidRequest(
-        f"Gemini blocked the prompt: {reason}{detail}.", param="messages", code="content_filter"
-    )
+    raise InvalidRequest(f"Gemini blocked the prompt: {reason}{detail}.", param="messages", code="content_filter")
 
 
 def _enum_name(value: Any) -> str:
@@ -597,7 +608,9 @@ def choice_from(candidate: types.Candidate, index: int) -> dict[str, Any]:
     text = answer_text(parts)
     content = text if text is not None else (None if calls else "")
     message = p.message(content, tool_calls=calls or None)
-    return p.choice(index, message, finish_reason(candidate.finish_reason, bool(calls)), logprobs_from(candidate.logprobs_result))
+    return p.choice(
+        index, message, finish_reason(candidate.finish_reason, bool(calls)), logprobs_from(candidate.logprobs_result)
+    )
 
 
 def completion_from(response: types.GenerateContentResponse, model: str) -> dict[str, Any]:
@@ -672,7 +685,12 @@ class StreamTranslator:
     def _tool_call(self, index: int, state: ChoiceState, part: types.Part) -> list[dict[str, Any]]:
         """OpenAI's incremental shape: id, type and name (and signature) first, then the arguments."""
         call = tool_call(part)
-        head = {"index": state.calls, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}
+        head = {
+            "index": state.calls,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["function"]["name"], "arguments": ""},
+        }
         if "extra_content" in call:
             head["extra_content"] = call["extra_content"]
         tail = {"index": state.calls, "function": {"arguments": call["function"]["arguments"]}}
@@ -789,7 +807,10 @@ def connect_timeout_hook(seconds: float) -> Any:
     """An httpx request hook: the SDK sets one timeout for everything; connecting gets its own."""
 
     async def hook(request: Any) -> None:
-        request.extensions = {**request.extensions, "timeout": {**request.extensions.get("timeout", {}), "connect": seconds}}
+        request.extensions = {
+            **request.extensions,
+            "timeout": {**request.extensions.get("timeout", {}), "connect": seconds},
+        }
 
     return hook
 
@@ -835,9 +856,24 @@ class GeminiProvider(Provider):
     name = "gemini"
     supported_params = frozenset(
         {
-            "temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens", "presence_penalty",
-            "frequency_penalty", "seed", "logprobs", "top_logprobs", "response_format", "tools", "tool_choice",
-            "parallel_tool_calls", "reasoning_effort", "service_tier", "modalities",
+            "temperature",
+            "top_p",
+            "n",
+            "stop",
+            "max_tokens",
+            "max_completion_tokens",
+            "presence_penalty",
+            "frequency_penalty",
+            "seed",
+            "logprobs",
+            "top_logprobs",
+            "response_format",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
+            "reasoning_effort",
+            "service_tier",
+            "modalities",
         }
     )
 
@@ -937,7 +973,7 @@ async def close_stream(upstream: Any, opened: list[Any]) -> None:
     if not opened:  # no response to cut (it failed, or the SDK used a transport without hooks)
         try:
             await upstream.aclose()
-        except Exception:  # noqa: BLE001 - the stream is being abandoned either way
+        except Exception:
             pass
         return
     for response in opened:
@@ -945,5 +981,5 @@ async def close_stream(upstream: Any, opened: list[Any]) -> None:
     try:
         while True:
             await upstream.__anext__()
-    except Exception:  # noqa: BLE001 - StopAsyncIteration, or the read error of the closed stream
+    except Exception:
         pass

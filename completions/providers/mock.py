@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 
@@ -137,10 +138,27 @@ class MockProvider(Provider):
     name = "mock"
     supported_params = frozenset(
         {
-            "temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens", "presence_penalty",
-            "frequency_penalty", "seed", "logprobs", "top_logprobs", "response_format", "tools",
-            "tool_choice", "parallel_tool_calls", "service_tier", "reasoning_effort", "verbosity",
-            "prompt_cache_key", "prompt_cache_retention", "prompt_cache_options",
+            "temperature",
+            "top_p",
+            "n",
+            "stop",
+            "max_tokens",
+            "max_completion_tokens",
+            "presence_penalty",
+            "frequency_penalty",
+            "seed",
+            "logprobs",
+            "top_logprobs",
+            "response_format",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
+            "service_tier",
+            "reasoning_effort",
+            "verbosity",
+            "prompt_cache_key",
+            "prompt_cache_retention",
+            "prompt_cache_options",
         }
     )
 
@@ -172,13 +190,12 @@ class MockProvider(Provider):
         ans = answer(request)
         choices = []
         for index in range(request.choices):
-            if ans.tool_call:
-                msg = p.message(None, tool_calls=[ans.tool_call])
-            else:
-                msg = p.message(ans.text)
+            msg = p.message(None, tool_calls=[ans.tool_call]) if ans.tool_call else p.message(ans.text)
             logprobs = token_logprobs(ans.tokens, request.top_logprobs) if request.logprobs else None
             choices.append(p.choice(index, msg, ans.finish_reason, logprobs))
-        return p.completion(p.new_completion_id(), p.now(), self.route.upstream_model, choices, self._usage(request, ans))
+        return p.completion(
+            p.new_completion_id(), p.now(), self.route.upstream_model, choices, self._usage(request, ans)
+        )
 
     async def stream(self, request: p.ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
         if self._latency:
@@ -189,7 +206,12 @@ class MockProvider(Provider):
         for index in range(request.choices):
             if ans.tool_call:
                 fn = ans.tool_call["function"]
-                head = {"index": 0, "id": ans.tool_call["id"], "type": "function", "function": {"name": fn["name"], "arguments": ""}}
+                head = {
+                    "index": 0,
+                    "id": ans.tool_call["id"],
+                    "type": "function",
+                    "function": {"name": fn["name"], "arguments": ""},
+                }
                 yield chunks.delta(index, {"role": "assistant", "content": None, "tool_calls": [head]})
                 yield chunks.delta(index, {"tool_calls": [{"index": 0, "function": {"arguments": fn["arguments"]}}]})
             else:
@@ -208,7 +230,12 @@ class MockProvider(Provider):
         dims = request.dimensions or 16
         data = [{"object": "embedding", "index": i, "embedding": hashed_vector(t, dims)} for i, t in enumerate(texts)]
         tokens = sum(count_tokens(t) for t in texts)
-        return {"object": "list", "data": data, "model": self.route.upstream_model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return {
+            "object": "list",
+            "data": data,
+            "model": self.route.upstream_model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
 
 def hashed_vector(text: str, dims: int) -> list[float]:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import html
 import re
-from typing import Any, AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import httpx
 import orjson
@@ -42,7 +43,9 @@ DRAIN_SECONDS = 1.0  # how long to wait for the end of the body after [DONE] (so
 # ---- request bodies ---------------------------------------------------------------------
 
 
-def chat_body(request: p.ChatCompletionRequest, upstream_model: str, *, stream: bool, force_usage: bool = True) -> dict[str, Any]:
+def chat_body(
+    request: p.ChatCompletionRequest, upstream_model: str, *, stream: bool, force_usage: bool = True
+) -> dict[str, Any]:
     """The upstream body: the client's JSON as sent, `model` rewritten; streams ask for usage."""
     body = request.model_dump(exclude_unset=True, by_alias=True, mode="json")
     body["model"] = upstream_model
@@ -210,7 +213,7 @@ class SSEDecoder:
     non-standard `error:` field, reported as an `error` event.
     """
 
-    __slots__ = ("_buffer", "_data", "_event", "_after_cr")
+    __slots__ = ("_after_cr", "_buffer", "_data", "_event")
 
     def __init__(self) -> None:
         self._buffer = b""
@@ -264,7 +267,7 @@ class ChunkReader:
     """SSE bytes in, OpenAI chunks out: stops at `[DONE]`, raises on error events, and keeps
     the upstream's usage for one final usage-only chunk."""
 
-    __slots__ = ("_sse", "_secret", "done", "error", "usage_chunk")
+    __slots__ = ("_secret", "_sse", "done", "error", "usage_chunk")
 
     def __init__(self, secret: str | None = None) -> None:
         self._sse = SSEDecoder()
@@ -316,7 +319,9 @@ class ChunkReader:
             payload = orjson.loads(data)
         except orjson.JSONDecodeError:
             text = data[:200].decode("utf-8", "replace")
-            raise UpstreamError(f"The {PROVIDER} upstream sent a malformed stream event: {redact(text, self._secret)}") from None
+            raise UpstreamError(
+                f"The {PROVIDER} upstream sent a malformed stream event: {redact(text, self._secret)}"
+            ) from None
         if not isinstance(payload, dict):
             return None
         if event == b"error" or payload.get("error") or payload.get("object") == "error":
@@ -372,7 +377,10 @@ class OpenAICompatProvider(Provider):
         options = route.options
         self._force_usage = bool(options.get("force_stream_usage", True))
         self._auth_header = str(options.get("auth_header") or "authorization").lower()
-        self._static_headers = {"content-type": "application/json", **{str(k): str(v) for k, v in (options.get("headers") or {}).items()}}
+        self._static_headers = {
+            "content-type": "application/json",
+            **{str(k): str(v) for k, v in (options.get("headers") or {}).items()},
+        }
         self._client: httpx.AsyncClient | None = None
         self._key: str | None = None
         self._auth: dict[str, str] | None = None
@@ -440,7 +448,9 @@ class OpenAICompatProvider(Provider):
         payload = _json(response.content)
         if not isinstance(payload, dict):
             text = short_text(response.content, "empty body")
-            raise UpstreamError(f"The {PROVIDER} upstream answered with a body that is not a JSON object: {redact(text, self._key)}")
+            raise UpstreamError(
+                f"The {PROVIDER} upstream answered with a body that is not a JSON object: {redact(text, self._key)}"
+            )
         if payload.get("error") or payload.get("object") == "error":
             raise error_from_event(payload, self._key)
         return payload
@@ -482,7 +492,9 @@ class OpenAICompatProvider(Provider):
             await response.aclose()  # also when the consumer stops early: the upstream stops generating
 
     async def embed(self, request: p.EmbeddingRequest) -> dict[str, Any]:
-        response = await self._post(self._embeddings_url, embedding_body(request, self.route.upstream_model), stream=False)
+        response = await self._post(
+            self._embeddings_url, embedding_body(request, self.route.upstream_model), stream=False
+        )
         payload = self._json_body(response)
         if not isinstance(payload.get("data"), list):
             raise UpstreamError(f"The {PROVIDER} upstream answered without `data`.")

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -100,7 +101,7 @@ class FakeUpstream:
         self._server: Any = None
 
     # ---- test-facing API ----
-    def script(self, *replies: Reply) -> "FakeUpstream":
+    def script(self, *replies: Reply) -> FakeUpstream:
         with self._lock:
             self._script.extend(replies)
         return self
@@ -115,7 +116,7 @@ class FakeUpstream:
     def url(self) -> str:
         return self._server.url
 
-    def start(self) -> "FakeUpstream":
+    def start(self) -> FakeUpstream:
         from tests.conftest import ServerThread
 
         async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -197,7 +198,7 @@ class FakeUpstream:
                 elif isinstance(event, Pause):
                     try:
                         await asyncio.wait_for(gone.wait(), event.seconds)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                 elif event is DROP:
                     raise ConnectionAbortedError("scripted drop")

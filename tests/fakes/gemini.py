@@ -51,7 +51,9 @@ def candidate(
     return out
 
 
-def usage(prompt: int, candidates: int | None, *, thoughts: int | None = None, cached: int | None = None) -> dict[str, Any]:
+def usage(
+    prompt: int, candidates: int | None, *, thoughts: int | None = None, cached: int | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {"promptTokenCount": prompt}
     if candidates is not None:
         out["candidatesTokenCount"] = candidates
@@ -65,7 +67,11 @@ def usage(prompt: int, candidates: int | None, *, thoughts: int | None = None, c
 
 def response(*candidates: dict[str, Any], usage_: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     """A GenerateContentResponse (also one stream chunk)."""
-    out: dict[str, Any] = {"candidates": list(candidates), "modelVersion": "gemini-2.5-flash", "responseId": "fake-resp"}
+    out: dict[str, Any] = {
+        "candidates": list(candidates),
+        "modelVersion": "gemini-2.5-flash",
+        "responseId": "fake-resp",
+    }
     if usage_ is not None:
         out["usageMetadata"] = usage_
     out.update(extra)
@@ -83,7 +89,9 @@ def blocked_response(reason: str = "SAFETY", message: str | None = None) -> dict
     return {"promptFeedback": feedback, "usageMetadata": usage(7, None), "modelVersion": "gemini-2.5-flash"}
 
 
-def logprobs_result(chosen: list[tuple[str, float]], top: list[list[tuple[str, float]]] | None = None) -> dict[str, Any]:
+def logprobs_result(
+    chosen: list[tuple[str, float]], top: list[list[tuple[str, float]]] | None = None
+) -> dict[str, Any]:
     def entry(token: str, logprob: float) -> dict[str, Any]:
         return {"token": token, "logProbability": logprob} if logprob else {"token": token}
 
@@ -101,7 +109,9 @@ def error(code: int, status: str, message: str, *details: dict[str, Any]) -> dic
     return {"error": body}
 
 
-def error_reply(code: int, status: str, message: str, *details: dict[str, Any], headers: dict[str, str] | None = None) -> Reply:
+def error_reply(
+    code: int, status: str, message: str, *details: dict[str, Any], headers: dict[str, str] | None = None
+) -> Reply:
     return Reply(status=code, json=error(code, status, message, *details), headers=headers or {})
 
 
@@ -199,5 +209,7 @@ class FakeGemini(FakeUpstream):
             chunks.append(response(candidate(text_part(words[-1])), usage_=usage(5, len(words))))
             return Reply(events=chunks)
         if method == "batchEmbedContents":
-            return Reply(json=embed_response([[float(i + 1), 0.0, 0.0] for i, _ in enumerate(body.get("requests", []))]))
+            return Reply(
+                json=embed_response([[float(i + 1), 0.0, 0.0] for i, _ in enumerate(body.get("requests", []))])
+            )
         return Reply(json={"embedding": {"values": [1.0, 0.0, 0.0]}})

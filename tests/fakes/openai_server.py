@@ -138,7 +138,9 @@ def tool_call_events(name: str, arguments: str, *, call_id: str = "call_fake1", 
     ]
 
 
-def error(message: str, type: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def error(
+    message: str, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     """OpenAI's error envelope."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
@@ -189,7 +191,11 @@ class FakeOpenAI(FakeUpstream):
         if request.path == "/v1/embeddings":
             body = request.json or {}
             inputs = body.get("input")
-            count = 1 if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)) else len(inputs or [])
+            count = (
+                1
+                if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int))
+                else len(inputs or [])
+            )
             return Reply(json=embeddings(count, model=body.get("model", MODEL)))
         return Reply(status=404, json=error(f"Invalid URL (POST {request.path})", code="not_found"))
 

@@ -25,9 +25,9 @@ class Command(BaseCommand):
         key_file = Path(options["key_file"])
         # The key is stored hashed; only this local file (git-ignored) lets a later run show it again.
         secret = key_file.read_text().strip() if key_file.exists() else ""
-        usable = secret and APIKey.objects.filter(
-            key_hash=hash_secret(secret), user=user, revoked_at__isnull=True
-        ).exists()
+        usable = (
+            secret and APIKey.objects.filter(key_hash=hash_secret(secret), user=user, revoked_at__isnull=True).exists()
+        )
         if not usable:
             _, secret = create_api_key(user, "demo key")
             key_file.write_text(secret + "\n")
