@@ -15,10 +15,9 @@ from asgiref.sync import sync_to_async  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.db import connections  # noqa: E402
 
-from completions import recorder  # noqa: E402
+from completions.app import build, current, install  # noqa: E402
 from completions.db import run_db  # noqa: E402
 from completions.handler import GatewayASGIHandler  # noqa: E402
-from completions.routing import router  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +26,7 @@ STOCK_PREFIXES = ("/admin", "/api/", "/static/")
 
 stock_app = ASGIHandler()
 gateway_app = GatewayASGIHandler()
+install(build())  # this process's state: routes, breakers, log writer, limiter, key cache
 
 
 async def lifespan(receive: Any, send: Any) -> None:
@@ -37,8 +37,8 @@ async def lifespan(receive: Any, send: Any) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             try:
-                await router.aclose()
-                await sync_to_async(recorder.writer.close_connections, thread_sensitive=False)(30.0)
+                await current().aclose()
+                await sync_to_async(current().log.close, thread_sensitive=False)(30.0)
                 await run_db(connections.close_all)
             except Exception:
                 logger.exception("shutdown cleanup failed")

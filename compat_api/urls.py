@@ -14,7 +14,7 @@ urlpatterns = [
     path("", include("completions.urls")),
 ]
 
-handler400 = "completions.views.bad_request"
-handler403 = "completions.views.permission_denied"
-handler404 = "completions.views.not_found"
-handler500 = "completions.views.server_error"
+handler400 = "completions.errors.bad_request"
+handler403 = "completions.errors.permission_denied"
+handler404 = "completions.errors.not_found"
+handler500 = "completions.errors.server_error"

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 
+from .caller import Caller, effective
 from .db import run_db
 from .errors import AuthenticationFailed
 from .keys import KEY_PREFIX, cache_key, hash_secret
-from .limits import Limits, effective
 from .models import APIKey, UserLimits
 
 LIMIT_FIELDS = ("allowed_models", "rpm_limit", "tpm_limit", "token_budget", "spend_budget", "budget_period")
@@ -29,23 +28,7 @@ SHARED_TTL = 300  # seconds a key stays in the shared cache (changes delete it s
 MAX_LOCAL_ENTRIES = 50_000
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who is calling: the key, its owner and its effective limits, as cached."""
-
-    key_id: int
-    user_id: int
-    prefix: str
-    name: str
-    expires_at: float | None  # epoch seconds
-    revoked: bool
-    limits: Limits = field(default_factory=Limits)
-
-
 _UNKNOWN = "unknown"
-_local: dict[str, tuple[Caller | str, float]] = {}
-_inflight: dict[str, asyncio.Task[Caller | str]] = {}
-_background: set[asyncio.Task[Caller | str]] = set()
 
 
 def bearer_token(request: HttpRequest) -> str | None:
@@ -68,7 +51,7 @@ def masked(secret: str) -> str:
     return f"{secret[:8]}{'*' * 8}{secret[-4:]}"
 
 
-async def authenticate(request: HttpRequest) -> Caller:
+async def authenticate(request: HttpRequest, keys: KeyCache) -> Caller:
     """The caller behind the request's key, or AuthenticationFailed with a message per case."""
     secret = bearer_token(request)
     if secret is None:
@@ -76,7 +59,7 @@ async def authenticate(request: HttpRequest) -> Caller:
             "You didn't provide an API key. You need to provide your API key in an Authorization "
             "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
         )
-    caller = await lookup(secret) if secret.startswith(KEY_PREFIX) else _UNKNOWN
+    caller = await keys.lookup(secret) if secret.startswith(KEY_PREFIX) else _UNKNOWN
     if isinstance(caller, str):
         raise AuthenticationFailed(f"Incorrect API key provided: {masked(secret)}.")
     if caller.revoked:
@@ -86,48 +69,58 @@ async def authenticate(request: HttpRequest) -> Caller:
     return caller
 
 
-async def lookup(secret: str) -> Caller | str:
-    """Resolve a key through the local cache, the shared cache, then the database.
+class KeyCache:
+    """This process's view of API keys: a local cache in front of the shared cache and the database."""
 
-    An entry that expired less than one cache period ago is still answered at once
-    while a background task re-reads it (stale-while-revalidate): a busy key never
-    makes its requests queue behind a lookup, and a revoked key is refused within
-    one cache period plus the time of one lookup.
-    """
-    key_hash = hash_secret(secret)
-    now = time.monotonic()
-    hit = _local.get(key_hash)
-    if hit is not None:
-        value, expires = hit
-        if expires > now:
-            return value
-        if expires + settings.GATEWAY_KEY_CACHE_SECONDS > now:
-            if key_hash not in _inflight:
-                _start_refresh(key_hash)
-            return value
-    pending = _inflight.get(key_hash) or _start_refresh(key_hash)
-    return await asyncio.shield(pending)
+    def __init__(self) -> None:
+        self._local: dict[str, tuple[Caller | str, float]] = {}
+        self._inflight: dict[str, asyncio.Task[Caller | str]] = {}
+        self._background: set[asyncio.Task[Caller | str]] = set()
 
+    async def lookup(self, secret: str) -> Caller | str:
+        """Resolve a key through the local cache, the shared cache, then the database.
 
-def _start_refresh(key_hash: str) -> asyncio.Task[Caller | str]:
-    """One task re-reading a key; every concurrent caller shares it."""
-    task = asyncio.get_running_loop().create_task(_refresh(key_hash))
-    _inflight[key_hash] = task
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-    return task
+        An entry that expired less than one cache period ago is still answered at once
+        while a background task re-reads it (stale-while-revalidate): a busy key never
+        makes its requests queue behind a lookup, and a revoked key is refused within
+        one cache period plus the time of one lookup.
+        """
+        key_hash = hash_secret(secret)
+        now = time.monotonic()
+        hit = self._local.get(key_hash)
+        if hit is not None:
+            value, expires = hit
+            if expires > now:
+                return value
+            if expires + settings.GATEWAY_KEY_CACHE_SECONDS > now:
+                if key_hash not in self._inflight:
+                    self._start_refresh(key_hash)
+                return value
+        pending = self._inflight.get(key_hash) or self._start_refresh(key_hash)
+        return await asyncio.shield(pending)
 
+    def _start_refresh(self, key_hash: str) -> asyncio.Task[Caller | str]:
+        """One task re-reading a key; every concurrent caller shares it."""
+        task = asyncio.get_running_loop().create_task(self._refresh(key_hash))
+        self._inflight[key_hash] = task
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
-async def _refresh(key_hash: str) -> Caller | str:
-    """Re-read one key into the local cache."""
-    try:
-        value = await run_db(_load, key_hash)
-    finally:
-        del _inflight[key_hash]
-    if len(_local) >= MAX_LOCAL_ENTRIES:
-        _local.clear()
-    _local[key_hash] = (value, time.monotonic() + settings.GATEWAY_KEY_CACHE_SECONDS)
-    return value
+    async def _refresh(self, key_hash: str) -> Caller | str:
+        """Re-read one key into the local cache."""
+        try:
+            value = await run_db(_load, key_hash)
+        finally:
+            del self._inflight[key_hash]
+        if len(self._local) >= MAX_LOCAL_ENTRIES:
+            self._local.clear()
+        self._local[key_hash] = (value, time.monotonic() + settings.GATEWAY_KEY_CACHE_SECONDS)
+        return value
+
+    def clear(self) -> None:
+        """Forget every key trusted in this process."""
+        self._local.clear()
 
 
 def _load(key_hash: str) -> Caller | str:
@@ -155,8 +148,3 @@ def _load(key_hash: str) -> Caller | str:
     )
     cache.set(cache_key(key_hash), caller, SHARED_TTL)
     return caller
-
-
-def clear_local_cache() -> None:
-    """Forget every key trusted in this process (tests, and after bulk changes)."""
-    _local.clear()

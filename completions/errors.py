@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 
 
 class GatewayError(Exception):
@@ -219,3 +219,24 @@ def upstream_unreachable(provider: str, detail: str) -> UpstreamError:
 
 def upstream_timeout(provider: str, what: str) -> UpstreamTimeout:
     return UpstreamTimeout(f"The {provider} upstream timed out ({what}).", headers={"retry-after": "1"})
+
+
+# Django's error handlers (compat_api/urls.py) and the gateway handler's 404: OpenAI's envelope everywhere.
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Unknown URL: OpenAI's 404 envelope."""
+    rid = getattr(request, "request_id", None)
+    return error_response(NotFound(f"Invalid URL ({request.method} {request.path}).", code=None), rid)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    return error_response(InternalError("The gateway hit an internal error; it has been logged."))
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return error_response(InvalidRequest("Bad request."))
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return error_response(PermissionDenied("You are not allowed to do this."))

@@ -1,6 +1,6 @@
 """Keeping requests served when an upstream fails: retries, fallbacks, circuit breakers, timeouts.
 
-`call_with_failover()` walks the ordered routes of a request (the model's own
+`Failover` walks the ordered routes of a request (the model's own
 routes by weight, then its fallbacks'). On each route it retries connect
 errors, timeouts, 429 and 5xx with exponential backoff and full jitter; a
 route that keeps failing hands over to the next. All of this happens before
@@ -18,15 +18,15 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.conf import settings
 
 from .errors import GatewayError, InvalidRequest, ServiceUnavailable, upstream_timeout
-from .providers import Provider, Route
-from .recorder import RequestRecord
+from .protocol import ChatCompletionRequest
+from .providers import Prepared, Provider, Route
 
 T = TypeVar("T")
 
@@ -117,12 +117,8 @@ class CircuitBreakers:
         self._states.clear()
 
 
-breakers = CircuitBreakers()
-
-Operation = Callable[[Provider, Route], Awaitable[T]]
-
-
-def _attempt(route: Route, started: float, err: GatewayError | None = None, skipped: str = "") -> dict[str, Any]:
+def attempt_entry(route: Route, started: float, err: GatewayError | None = None, skipped: str = "") -> dict[str, Any]:
+    """One attempt as the log row's `attempts` list keeps it."""
     entry: dict[str, Any] = {
         "route": route.label,
         "route_id": route.id,
@@ -138,72 +134,130 @@ def _attempt(route: Route, started: float, err: GatewayError | None = None, skip
     return entry
 
 
-async def call_with_failover(
-    routes: list[Route],
-    record: RequestRecord,
-    provider_for: Callable[[Route], Provider],
-    check: Callable[[Provider], None],
-    operation: Operation[T],
-) -> tuple[T, Route]:
-    """Run `operation` on the first route that succeeds; raise the last error if none does.
+class Attempt:
+    """One call to one route. Used as `async with attempt:` around the call.
 
-    `check` rejects, before any upstream call, a request the route's provider
-    cannot honour: on the requested model's own first route that is the
-    client's 400; on another route the route is skipped.
+    On leaving the block it records the outcome and tells the plan; a failure
+    that another attempt may cure is swallowed (the plan yields the next
+    attempt), any other error propagates to the caller.
     """
-    last_error: GatewayError | None = None
-    base_delay = settings.GATEWAY_RETRY_BASE_SECONDS
-    for position, route in enumerate(routes):
-        provider = provider_for(route)
-        started = time.perf_counter()
-        try:
-            check(provider)
-        except InvalidRequest as exc:
-            if position == 0:
-                raise
-            record.attempts.append(_attempt(route, started, skipped="unsupported parameters"))
-            last_error = last_error or exc
-            continue
-        if not breakers.allow(route):
-            record.attempts.append(_attempt(route, started, skipped="circuit open"))
-            last_error = last_error or ServiceUnavailable(
-                f"Every route for `{record.model}` is failing and temporarily disabled; retry shortly.",
-                code="circuit_open",
-                headers={"retry-after": str(int(settings.GATEWAY_BREAKER_COOLDOWN))},
-            )
-            continue
-        for retry in range(route.max_retries + 1):
-            if retry:
-                delay = backoff_delay(retry, base_delay)
-                hinted = retry_after_seconds(last_error) if last_error else None
-                if hinted is not None:
-                    if hinted > settings.GATEWAY_MAX_RETRY_AFTER:
-                        break  # the upstream wants a long pause: try the next route instead
-                    delay = max(delay, hinted)
-                await asyncio.sleep(delay)
-                if not breakers.allow(route):
-                    break
+
+    def __init__(self, plan: Failover, route: Route, provider: Provider, prepared: Prepared | None) -> None:
+        self.plan = plan
+        self.route = route
+        self.provider = provider
+        self.prepared: Any = prepared
+        self.error: GatewayError | None = None
+        self.ok = False
+        self.started = 0.0
+
+    async def __aenter__(self) -> Attempt:
+        self.started = time.perf_counter()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        return self.plan.settle(self, exc)
+
+
+class Failover:
+    """The attempts of one request over its ordered routes, as an async iterator.
+
+        async for attempt in Failover(routes, breakers, attempts, model, request):
+            async with attempt:
+                answer = await attempt.provider.complete(attempt.prepared)
+
+    The loop ends after the first attempt that succeeds; when every route failed,
+    the iteration raises the last upstream error. Each route's provider prepares
+    the request once (`Provider.prepare`): a parameter the requested model's first
+    route cannot honour is the client's 400; on a later route it skips the route.
+    """
+
+    def __init__(
+        self,
+        routes: list[Route],
+        breakers: CircuitBreakers,
+        provider_for: Callable[[Route], Provider],
+        attempts: list[dict[str, Any]],
+        model: str,
+        request: ChatCompletionRequest | None = None,
+    ) -> None:
+        self.routes = routes
+        self.breakers = breakers
+        self.provider_for = provider_for
+        self.attempts = attempts
+        self.model = model
+        self.request = request
+        self.last_error: GatewayError | None = None
+
+    async def __aiter__(self) -> AsyncIterator[Attempt]:
+        base_delay = settings.GATEWAY_RETRY_BASE_SECONDS
+        for position, route in enumerate(self.routes):
             started = time.perf_counter()
+            provider = self.provider_for(route)
             try:
-                result = await operation(provider, route)
-            except GatewayError as exc:
-                record.attempts.append(_attempt(route, started, exc))
-                last_error = exc
-                if not is_route_failure(exc):
-                    breakers.release_probe(route)
+                prepared = provider.prepare(self.request) if self.request is not None else None
+            except InvalidRequest as exc:
+                if position == 0:
                     raise
-                breakers.failure(route)
-                if not exc.retryable:
-                    break  # a broken route (bad credential, unknown model): next route
+                self.attempts.append(attempt_entry(route, started, skipped="unsupported parameters"))
+                self.last_error = self.last_error or exc
                 continue
-            except BaseException:
-                breakers.release_probe(route)
-                raise
-            breakers.success(route)
-            record.attempts.append(_attempt(route, started))
-            return result, route
-    assert last_error is not None
-    raise last_error
+            if not self.breakers.allow(route):
+                self.attempts.append(attempt_entry(route, started, skipped="circuit open"))
+                self.last_error = self.last_error or self._circuit_open()
+                continue
+            for retry in range(route.max_retries + 1):
+                if retry:
+                    delay = self._retry_delay(retry, base_delay)
+                    if delay is None:
+                        break  # the upstream wants a long pause: try the next route instead
+                    await asyncio.sleep(delay)
+                    if not self.breakers.allow(route):
+                        break
+                attempt = Attempt(self, route, provider, prepared)
+                yield attempt
+                if attempt.ok:
+                    return
+                if attempt.error is not None and not attempt.error.retryable:
+                    break  # a broken route (bad credential, unknown model): next route
+        assert self.last_error is not None
+        raise self.last_error
+
+    def settle(self, attempt: Attempt, exc: BaseException | None) -> bool:
+        """Record how `attempt` ended; True when the plan goes on to another attempt."""
+        route = attempt.route
+        if exc is None:
+            attempt.ok = True
+            self.breakers.success(route)
+            self.attempts.append(attempt_entry(route, attempt.started))
+            return False
+        if not isinstance(exc, GatewayError):
+            self.breakers.release_probe(route)  # cancelled or a bug: no verdict on the route
+            return False
+        attempt.error = self.last_error = exc
+        self.attempts.append(attempt_entry(route, attempt.started, exc))
+        if not is_route_failure(exc):
+            self.breakers.release_probe(route)
+            return False  # the request itself is wrong: the client's error
+        self.breakers.failure(route)
+        return True
+
+    def _retry_delay(self, retry: int, base: float) -> float | None:
+        """Seconds to wait before retry number `retry`, or None to move on to the next route."""
+        delay = backoff_delay(retry, base)
+        hinted = retry_after_seconds(self.last_error) if self.last_error else None
+        if hinted is None:
+            return delay
+        if hinted > settings.GATEWAY_MAX_RETRY_AFTER:
+            return None
+        return max(delay, hinted)
+
+    def _circuit_open(self) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            f"Every route for `{self.model}` is failing and temporarily disabled; retry shortly.",
+            code="circuit_open",
+            headers={"retry-after": str(int(settings.GATEWAY_BREAKER_COOLDOWN))},
+        )
 
 
 async def first_with_timeout(iterator: Any, seconds: float, provider: str) -> Any:

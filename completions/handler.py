@@ -26,9 +26,8 @@ from django.core.handlers.asgi import ASGIHandler
 from django.http import Http404, HttpRequest, HttpResponseBase
 from django.utils.module_loading import import_string
 
-from .errors import GatewayError, InternalError, PayloadTooLarge, error_response
+from .errors import GatewayError, InternalError, PayloadTooLarge, error_response, not_found
 from .middleware import request_id_from
-from .views import not_found
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +66,9 @@ class GatewayASGIHandler(ASGIHandler):
     """ASGI handler for the gateway endpoints: no per-request thread context, signals or sync middleware."""
 
     def load_middleware(self, is_async: bool = True) -> None:
-        self._view_middleware = []
-        self._template_response_middleware = []
-        self._exception_middleware = []
+        self._view_middleware: list[Any] = []
+        self._template_response_middleware: list[Any] = []
+        self._exception_middleware: list[Any] = []
         handler: GetResponse = _envelope_errors(self._get_response_async)
         for path in reversed(settings.GATEWAY_MIDDLEWARE):
             handler = _envelope_errors(import_string(path)(handler))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
@@ -12,11 +15,14 @@ from django.utils import timezone
 
 from .models import APIKey
 
+if TYPE_CHECKING:
+    from .recorder import RequestRecord
+
 KEY_PREFIX = "sk-gw-"
 VISIBLE_CHARS = 12
 # The shared cache holds pickled `auth.Caller` objects: change this when Caller changes shape,
 # so workers of a new release never read an old release's entries.
-CACHE_PREFIX = "apikey:v1:"
+CACHE_PREFIX = "apikey:v2:"
 
 
 def generate_secret() -> str:
@@ -64,27 +70,27 @@ def forget_cached(key_hash: str) -> None:
 
 
 LAST_USED_EVERY = 60.0  # seconds
-_last_touch: dict[int, float] = {}
 
 
-def record_key_use(batch: list) -> None:  # type: ignore[type-arg]
+class KeyUseRecorder:
     """Request-log hook: set `last_used_at`, at most once a minute per key.
 
     Runs on the log writer's thread inside its transaction; the conditional
     update makes the database skip the write when another worker did it recently.
     """
-    import time
-    from datetime import timedelta
 
-    latest: dict[int, object] = {}
-    for record in batch:
-        if record.key_id is not None:
-            latest[record.key_id] = record.created_at
-    now = time.monotonic()
-    for key_id, used_at in latest.items():
-        if now - _last_touch.get(key_id, -LAST_USED_EVERY) < LAST_USED_EVERY:
-            continue
-        _last_touch[key_id] = now
-        APIKey.objects.filter(pk=key_id).exclude(last_used_at__gt=used_at - timedelta(seconds=LAST_USED_EVERY)).update(
-            last_used_at=used_at
-        )
+    def __init__(self) -> None:
+        self._last_touch: dict[int, float] = {}
+
+    def __call__(self, batch: Sequence[RequestRecord]) -> None:
+        latest: dict[int, datetime] = {}
+        for record in batch:
+            if record.key_id is not None:
+                latest[record.key_id] = record.created_at
+        now = time.monotonic()
+        for key_id, used_at in latest.items():
+            if now - self._last_touch.get(key_id, -LAST_USED_EVERY) < LAST_USED_EVERY:
+                continue
+            self._last_touch[key_id] = now
+            recent = used_at - timedelta(seconds=LAST_USED_EVERY)
+            APIKey.objects.filter(pk=key_id).exclude(last_used_at__gt=recent).update(last_used_at=used_at)

@@ -32,56 +32,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.conf import settings
-
+from .caller import Limits
 from .db import run_db
 from .errors import ModelNotFound, QuotaExceeded, RateLimited
 from .protocol import random_id
 
 WINDOW_MS = 60_000
 RESERVATION_TTL_MS = 15 * 60_000  # a reservation older than this is a crashed worker's: dropped
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """A key's effective limits (None = unlimited)."""
-
-    allowed_models: tuple[str, ...] = ()
-    rpm: int | None = None
-    tpm: int | None = None
-    token_budget: int | None = None
-    spend_budget_nanos: int | None = None
-    period: str = "month"
-
-    @property
-    def has_budget(self) -> bool:
-        return self.token_budget is not None or self.spend_budget_nanos is not None
-
-    @property
-    def any(self) -> bool:
-        return self.rpm is not None or self.tpm is not None or self.has_budget
-
-    def allows(self, model: str) -> bool:
-        return not self.allowed_models or model in self.allowed_models
-
-
-def effective(key: dict[str, Any], user: dict[str, Any] | None) -> Limits:
-    """A key's limits with its user's defaults filled in (both as dicts of LimitFields values)."""
-    user = user or {}
-
-    def pick(name: str) -> Any:
-        value = key.get(name)
-        return value if value not in (None, "", []) else user.get(name)
-
-    spend = pick("spend_budget")
-    return Limits(
-        allowed_models=tuple(pick("allowed_models") or ()),
-        rpm=pick("rpm_limit"),
-        tpm=pick("tpm_limit"),
-        token_budget=pick("token_budget"),
-        spend_budget_nanos=int(spend * 1_000_000_000) if spend is not None else None,
-        period=pick("budget_period") or "month",
-    )
 
 
 def check_model(limits: Limits, model: str) -> None:
@@ -185,6 +142,9 @@ def refusal(limits: Limits, d: Decision, estimate_tokens: int) -> RateLimited | 
 class Limiter:
     """Interface: admit before the upstream call, settle after it."""
 
+    def __init__(self) -> None:
+        self._settling: set[asyncio.Task[None]] = set()
+
     async def decide(self, admission: Admission, now_ms: int) -> Decision:
         raise NotImplementedError
 
@@ -220,6 +180,14 @@ class Limiter:
         admission.settled = True
         await self.settle_counts(admission, tokens, nanos)
 
+    def settle_soon(self, admission: Admission, tokens: int, nanos: int) -> None:
+        """Settle in the background: the client never waits for it."""
+        if admission.settled or not admission.limits.any:
+            return
+        task = asyncio.get_running_loop().create_task(self.settle(admission, tokens, nanos))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
 
 async def load_spent(admission: Admission) -> tuple[int, int]:
     from .usage import spent
@@ -245,6 +213,7 @@ class LocalLimiter(Limiter):
     """Limits kept in this process: correct for one worker only."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.buckets: dict[str, _Bucket] = {}
         self.spent: dict[str, list[int]] = {}  # budget key -> [tokens, nanos]
         self.reserved: dict[str, dict[str, tuple[int, int, int]]] = {}  # budget key -> token -> (tokens, nanos, ms)
@@ -432,6 +401,7 @@ class RedisLimiter(Limiter):
     """Limits kept in Redis, atomic across all workers (one Lua script per admission and per settlement)."""
 
     def __init__(self, url: str, prefix: str) -> None:
+        super().__init__()
         self.url = url
         self.prefix = prefix
         self._clients: dict[Any, Any] = {}
@@ -515,32 +485,3 @@ class RedisLimiter(Limiter):
             ],
             client=client,
         )
-
-
-def make_limiter() -> Limiter:
-    if settings.REDIS_URL:
-        return RedisLimiter(settings.REDIS_URL, settings.GATEWAY_REDIS_PREFIX)
-    return LocalLimiter()
-
-
-_limiter: Limiter | None = None
-
-
-def limiter() -> Limiter:
-    """This process's limiter, chosen by configuration (Redis when REDIS_URL is set)."""
-    global _limiter
-    if _limiter is None:
-        _limiter = make_limiter()
-    return _limiter
-
-
-_pending: set[asyncio.Task[None]] = set()
-
-
-def settle_soon(admission: Admission | None, tokens: int, nanos: int) -> None:
-    """Settle in the background: the client never waits for it."""
-    if admission is None or admission.settled or not admission.limits.any:
-        return
-    task = asyncio.get_running_loop().create_task(limiter().settle(admission, tokens, nanos))
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)

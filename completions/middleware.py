@@ -34,7 +34,7 @@ def request_id_middleware(
 
     async def middleware(request: HttpRequest) -> HttpResponseBase:
         request_id = request_id_from(request.META.get("HTTP_X_REQUEST_ID"))
-        request.request_id = request_id  # type: ignore[attr-defined]
+        request.request_id = request_id
         response = await get_response(request)
         response["x-request-id"] = request_id
         if settings.GATEWAY_DEBUG_HEADERS:

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, connection, connections, transaction
 
 from . import pricing
 
@@ -99,6 +99,7 @@ class RequestRecord:
 
 
 BatchHook = Callable[[list[RequestRecord]], None]
+_STOP = object()  # tells the writer thread to finish
 
 
 class LogWriter:
@@ -109,7 +110,7 @@ class LogWriter:
         self.retry_seconds = retry_seconds
         self.max_pending = max_pending
         self.hooks: list[BatchHook] = []
-        self._queue: queue.SimpleQueue[RequestRecord | Callable[[], None]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[RequestRecord | object] = queue.SimpleQueue()
         self._lock = threading.Condition()
         self._submitted = 0
         self._done = 0
@@ -147,20 +148,17 @@ class LogWriter:
                 self._lock.wait(left)
         return True
 
-    def close_connections(self, timeout: float = 10.0) -> bool:
-        """Write what is pending, then close the writer thread's database connections (shutdown)."""
-        if self._thread is None or not self._thread.is_alive():
+    def close(self, timeout: float = 10.0) -> bool:
+        """Write what is pending, close the thread's database connections and stop it (shutdown).
+
+        A record submitted after this starts a new thread.
+        """
+        thread = self._thread
+        if thread is None or not thread.is_alive():
             return True
-        done = threading.Event()
-
-        def close() -> None:
-            from django.db import connections
-
-            connections.close_all()
-            done.set()
-
-        self._queue.put(close)
-        return done.wait(timeout)
+        self._queue.put(_STOP)
+        thread.join(timeout)
+        return not thread.is_alive()
 
     def _start_thread(self) -> None:
         with self._lock:
@@ -169,15 +167,15 @@ class LogWriter:
                 self._thread.start()
 
     def _run(self) -> None:
-        while True:
+        stopping = False
+        while not stopping:
             batch: list[RequestRecord] = []
-            commands: list[Callable[[], None]] = []
             item = self._queue.get()
             while True:
-                if isinstance(item, RequestRecord):
-                    batch.append(item)
-                else:
-                    commands.append(item)
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(cast(RequestRecord, item))
                 if len(batch) >= self.batch_size:
                     break
                 try:
@@ -189,8 +187,10 @@ class LogWriter:
             with self._lock:
                 self._done += len(batch)
                 self._lock.notify_all()
-            for command in commands:
-                command()
+        connections.close_all()
+        with self._lock:
+            if self._thread is threading.current_thread():
+                self._thread = None
 
     def _write_with_retry(self, batch: list[RequestRecord]) -> None:
         delay = self.retry_seconds
@@ -201,13 +201,11 @@ class LogWriter:
                 return
             except Exception:
                 logger.exception("writing %d request-log rows failed; retrying in %.1fs", len(batch), delay)
-                if self.pending() > self.max_pending:
-                    logger.error(
-                        "request log backlog over %d rows; dropping a batch of %d", self.max_pending, len(batch)
-                    )
-                    return
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
+            if self.pending() > self.max_pending:
+                logger.error("request log backlog over %d rows; dropping a batch of %d", self.max_pending, len(batch))
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     def write(self, batch: list[RequestRecord]) -> None:
         """Write one batch and run the hooks, in one transaction.
@@ -250,7 +248,7 @@ def _build_insert_plan() -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...
     adapters: list[tuple[str, Callable[[Any], Any] | None]] = []
     for f in fields:
         if isinstance(f, (models.JSONField, models.DateTimeField, models.DecimalField)):
-            adapters.append((f.attname, lambda v, f=f: f.get_db_prep_save(v, connection)))
+            adapters.append((f.attname, _db_adapter(f)))
         else:
             adapters.append((f.attname, None))
 
@@ -258,6 +256,15 @@ def _build_insert_plan() -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...
         return tuple(values[name] if adapt is None else adapt(values[name]) for name, adapt in adapters)
 
     return sql, prepare
+
+
+def _db_adapter(field: Any) -> Callable[[Any], Any]:
+    """The database's own adaptation of a value for `field` (JSON, date-time, decimal)."""
+
+    def adapt(value: Any) -> Any:
+        return field.get_db_prep_save(value, connection)
+
+    return adapt
 
 
 def to_values(r: RequestRecord) -> dict[str, Any]:
@@ -293,17 +300,3 @@ def to_values(r: RequestRecord) -> dict[str, Any]:
         "request_body": r.request_body,
         "response_text": r.response_text,
     }
-
-
-writer = LogWriter()
-
-
-def submit(record: RequestRecord) -> None:
-    """Finish timing and queue the record for writing."""
-    if not record.latency_ms:
-        record.latency_ms = record.elapsed_ms()
-    writer.submit(record)
-
-
-def flush(timeout: float = 10.0) -> bool:
-    return writer.flush(timeout)

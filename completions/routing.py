@@ -164,8 +164,8 @@ def weighted_order(routes: list[Route], rng: random.Random | None = None) -> lis
     """Routes in a random order where heavier routes tend to come first (weighted shuffle)."""
     if len(routes) <= 1:
         return list(routes)
-    rng = rng or random
-    keyed = [(rng.random() ** (1.0 / r.weight) if r.weight > 0 else -1.0, i, r) for i, r in enumerate(routes)]
+    draw = rng.random if rng is not None else random.random
+    keyed = [(draw() ** (1.0 / r.weight) if r.weight > 0 else -1.0, i, r) for i, r in enumerate(routes)]
     keyed.sort(reverse=True)
     return [r for _, _, r in keyed if r.weight > 0] or list(routes)
 
@@ -240,9 +240,5 @@ class Router:
 
 
 def bump_version() -> None:
-    """Tell every worker that the routing table changed."""
+    """Tell every worker that the routing table changed (they reload within GATEWAY_ROUTE_CHECK_SECONDS)."""
     cache.set(VERSION_KEY, time.time_ns(), None)
-    router.invalidate()
-
-
-router = Router()

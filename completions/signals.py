@@ -8,9 +8,9 @@ from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from .app import routes_changed
 from .keys import forget_cached
 from .models import APIKey, ModelRoute, UserLimits
-from .routing import bump_version
 
 
 @receiver((post_save, post_delete), sender=APIKey)
@@ -37,4 +37,4 @@ def _forget_user_keys(user_id: int) -> None:
 
 @receiver((post_save, post_delete), sender=ModelRoute)
 def _route_changed(sender: Any, **kwargs: Any) -> None:
-    bump_version()
+    routes_changed()

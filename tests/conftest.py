@@ -100,16 +100,14 @@ def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[ServerThrea
 
 @pytest.fixture
 def gateway(server: ServerThread, transactional_db: Any) -> Iterator[ServerThread]:
-    """The server, with a clean database for this test and the request log flushed after it."""
-    from completions import auth, recorder
-    from completions.routing import router
+    """The server, with a clean database and fresh process state (routes, breakers, caches, log
+    writer, limiter) for this test, and the request log written after it."""
+    from completions.app import build, install
 
-    router.invalidate()
-    router.drop_providers()
-    auth.clear_local_cache()
+    state = install(build())
     yield server
-    assert recorder.flush(20), "the request log writer did not catch up"
-    router.invalidate()
+    assert state.log.flush(20), "the request log writer did not catch up"
+    state.log.close()
 
 
 @pytest.fixture
@@ -154,8 +152,8 @@ def raw(gateway: ServerThread, api_key: str) -> Iterator[httpx.Client]:
 
 def log_rows(**filters: Any) -> list[Any]:
     """Request-log rows after the writer caught up."""
-    from completions import recorder
+    from completions.app import current
     from completions.models import RequestLog
 
-    assert recorder.flush(20)
+    assert current().log.flush(20)
     return list(RequestLog.objects.filter(**filters).order_by("id"))

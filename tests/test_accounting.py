@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from completions import recorder
+from completions.app import current
 from completions.keys import create_api_key
 from completions.models import NANOS, LatencyDaily, ModelRoute, RequestLog, UsageDaily
 from completions.recorder import LogWriter, RequestRecord
@@ -48,7 +48,7 @@ def rollup_totals() -> dict[tuple[Any, ...], list[int]]:
 
 
 def assert_agree() -> None:
-    assert recorder.flush(60)
+    assert current().log.flush(60)
     assert rollup_totals() == log_totals()
     per_model: dict[str, int] = defaultdict(int)
     for model in RequestLog.objects.values_list("model", flat=True):
@@ -152,6 +152,6 @@ def test_concurrent_writers_keep_rollups_exact(transactional_db: Any) -> None:
         t.join()
     for w in writers:
         assert w.flush(60)
-        w.close_connections()
+        w.close()
     assert RequestLog.objects.count() == 1200
     assert_agree()

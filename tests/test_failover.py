@@ -12,7 +12,6 @@ import httpx
 import openai
 import pytest
 
-from completions.failover import breakers
 from completions.models import ModelRoute
 from tests.conftest import free_port, log_rows
 from tests.fakes.base import DROP, Pause, Reply
@@ -37,9 +36,7 @@ def fakes(
         fake.reset()
     settings.GATEWAY_RETRY_BASE_SECONDS = 0.01
     monkeypatch.setenv("FAKE_UPSTREAM_KEY", "sk-upstream")
-    breakers.reset()
     yield upstreams
-    breakers.reset()
 
 
 def route(model: str, fake: FakeOpenAI | None, upstream: str = "up", **fields: Any) -> ModelRoute:

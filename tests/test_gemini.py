@@ -1413,8 +1413,9 @@ def test_closing_the_stream_between_chunks_hangs_up_at_once(fake: FakeGemini) ->
 def test_e2e_builtin_routes_follow_gemini_api_key(
     client: Any, fake: FakeGemini, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from completions.routing import router
+    from completions.app import current
 
+    router = current().router
     monkeypatch.setenv("GEMINI_API_KEY", "test-key")
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.url)
     router.invalidate()

@@ -12,6 +12,7 @@ import pytest
 from django.conf import settings
 
 from completions import limits as lim
+from completions.caller import effective
 from completions.keys import create_api_key
 from completions.models import ModelRoute, UserLimits
 from tests.conftest import log_rows
@@ -128,7 +129,7 @@ def test_effective_limits_inherit_user_defaults() -> None:
         "token_budget": 9,
         "budget_period": "total",
     }
-    got = lim.effective(key, user)
+    got = effective(key, user)
     assert (got.rpm, got.tpm, got.allowed_models, got.spend_budget_nanos, got.token_budget, got.period) == (
         60,
         500,
@@ -137,7 +138,7 @@ def test_effective_limits_inherit_user_defaults() -> None:
         9,
         "total",
     )
-    assert lim.effective(key, None) == lim.Limits(tpm=500)
+    assert effective(key, None) == lim.Limits(tpm=500)
     assert lim.duration(0.02) == "20ms" and lim.duration(360) == "6m0s" and lim.duration(1.2) == "2s"
 
 

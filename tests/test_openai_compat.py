@@ -216,10 +216,7 @@ def fake(openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> Iterator[F
 @pytest.fixture
 def oai_route(gateway: Any, fake: FakeOpenAI) -> Callable[..., Any]:
     """Creates the `oai-test` route to the fake (no retries unless asked, so scripts are exact)."""
-    from completions.failover import breakers
     from completions.models import ModelRoute
-
-    breakers.reset()
 
     def make(**fields: Any) -> Any:
         values: dict[str, Any] = {
@@ -1145,8 +1142,8 @@ def test_e2e_embeddings(
 
 def test_e2e_missing_usage_is_counted_and_marked(client: Any, fake: FakeOpenAI, oai_route: Callable[..., Any]) -> None:
     """An upstream that reports no usage: the client still gets usage, the row says it was counted here."""
+    from completions.app import current
     from completions.models import RequestLog
-    from completions.recorder import flush
 
     oai_route()
     fake.script(Reply(json=completion("four words right here", usage=None)))
@@ -1154,7 +1151,7 @@ def test_e2e_missing_usage_is_counted_and_marked(client: Any, fake: FakeOpenAI, 
     assert result.usage.completion_tokens == 4 and result.usage.prompt_tokens > 0
     fake.script(Reply(json=embeddings(2, usage=None)))
     assert client.embeddings.create(model="oai-test", input=["one two", "three"]).usage.prompt_tokens == 3
-    assert flush(10)
+    assert current().log.flush(10)
     rows = list(RequestLog.objects.order_by("id"))
     assert [(r.endpoint, r.usage_estimated, r.completion_tokens) for r in rows] == [
         ("chat.completions", True, 4),

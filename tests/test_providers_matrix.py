@@ -232,13 +232,13 @@ def test_seed_snippets_and_a_tool_loop_against_gemini_with_only_a_key(
 ) -> None:
     """With GEMINI_API_KEY set and nothing else configured: the seed's two snippets (base_url
     without /v1) and a tool-calling loop work against gemini-2.5-flash."""
-    from completions.routing import router
+    from completions.app import current
 
     fake = upstreams["gemini"]
     fake.reset()
     monkeypatch.setenv("GEMINI_API_KEY", "test-key")
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.url)  # the SDK's own convention
-    router.invalidate()
+    current().router.invalidate()
     client = openai.OpenAI(api_key=api_key, base_url=gateway.url, max_retries=0)
     r = client.chat.completions.create(
         model="gemini-2.5-flash", messages=[{"role": "user", "content": "is 1 + 1 equal to 2?"}]

@@ -114,14 +114,31 @@ def test_content_is_logged_only_when_enabled(client: Any, settings: Any) -> None
     assert row.response_text == "remember me"
 
 
+def test_streamed_answers_are_logged_when_content_logging_is_on(client: Any, settings: Any) -> None:
+    """The relayed text of a stream is stored as a whole answer's is (one line per choice)."""
+    settings.GATEWAY_LOG_CONTENT = True
+    messages = [{"role": "user", "content": "stream me please"}]
+    chunks = list(client.chat.completions.create(model="mock-gpt-model", messages=messages, stream=True))
+    relayed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert relayed == "stream me please"
+    two = list(client.chat.completions.create(model="mock-gpt-model", messages=messages, stream=True, n=2))
+    assert {c.choices[0].index for c in two if c.choices} == {0, 1}
+    first, second = log_rows()
+    assert first.stream and first.request_body["messages"] == messages
+    assert first.response_text == "stream me please"
+    assert second.response_text == "stream me please\nstream me please"
+
+
 def test_a_stream_closed_before_its_first_byte_still_cleans_up(transactional_db: Any) -> None:
     """The server may close the response before ever iterating it (client gone at once)."""
     import asyncio
 
-    from completions.chat import Relay
+    from completions.app import current
+    from completions.exchange import Exchange
     from completions.protocol import ChatCompletionRequest, ChunkFactory
     from completions.providers import Route
     from completions.recorder import RequestRecord
+    from completions.relay import Relay
 
     closed = []
 
@@ -139,11 +156,13 @@ def test_a_stream_closed_before_its_first_byte_still_cleans_up(transactional_db:
         request = ChatCompletionRequest.model_validate(
             {"model": "m", "messages": [{"role": "user", "content": "x y"}], "stream": True}
         )
-        record = RequestRecord(request_id="never-started", model="m", stream=True)
-        relay = Relay(first, stream, request, record, Route("m", "mock", "m"))
+        exchange = Exchange(current(), "never-started", "chat.completions")
+        exchange.record.model, exchange.record.stream = "m", True
+        relay = Relay(exchange, request, Route("m", "mock", "m"), first, stream)
+        exchange.respond_stream(relay)
         await relay.aclose()
         await relay.aclose()  # idempotent
-        return record
+        return exchange.record
 
     record = asyncio.run(run())
     assert closed == [True]

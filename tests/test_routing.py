@@ -142,8 +142,8 @@ def test_unknown_model_and_route_changes_reach_the_router(gateway: Any, client: 
     ids = {m.id: m.owned_by for m in client.models.list().data}
     assert ids["later"] == "mock" and ids["gpt-4o"] == "mock"
     ModelRoute.objects.filter(model_name="later").update(enabled=False)  # no signal: another worker's edit
-    from completions.routing import bump_version
+    from completions.app import routes_changed
 
-    bump_version()
+    routes_changed()
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="later", messages=[{"role": "user", "content": "hi"}])

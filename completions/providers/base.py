@@ -83,6 +83,14 @@ CORE_PARAMS = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A request translated for one route, ready to send (TEMPORARY shim until the provider contract lands)."""
+
+    request: ChatCompletionRequest
+    payload: Any = None
+
+
 class Provider:
     """Base class: one instance per route, holding that route's pooled client."""
 
@@ -106,6 +114,10 @@ class Provider:
                 param=param,
                 code="unsupported_parameter",
             )
+
+    def prepare(self, request: ChatCompletionRequest) -> Prepared:
+        self.check(request)
+        return Prepared(request)
 
     async def complete(self, request: ChatCompletionRequest) -> dict[str, Any]:
         """A whole `CreateChatCompletionResponse`, with usage."""

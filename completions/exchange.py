@@ -1,0 +1,190 @@
+"""One request's life: who called, what they asked, which route served it, and how it ended.
+
+A view opens an `Exchange` around its work (`async with Exchange.open(request,
+endpoint) as ex:`) and calls its named steps in order: `accept` (authenticate,
+parse, validate), `resolve` (the routes of the model the key may use), `admit`
+(the request's share of the key's limits), `failover` (the attempts over the
+routes), `served_by`, and finally `respond` or `respond_stream`. Whatever
+happens (an answer, an error, the client leaving, a stream's end), `close()`
+runs exactly once: it is the one place where the log row is submitted and the
+limits are settled. A non-streamed exchange closes when the view's block ends;
+a streamed one hands closing to its stream, which closes when the stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
+
+import orjson
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+
+from .app import Gateway, current
+from .auth import authenticate
+from .caller import Caller
+from .errors import GatewayError, ModelNotFound
+from .failover import Failover
+from .limits import Admission
+from .protocol import ChatCompletionRequest, Wire, parse_json_object, validate
+from .providers import Route
+from .recorder import RequestRecord
+
+W = TypeVar("W", bound=Wire)
+
+
+class ClosableStream(Protocol):
+    """An SSE byte stream that closes its exchange when it ends or is closed."""
+
+    def __aiter__(self) -> Any: ...
+
+    async def aclose(self) -> None: ...
+
+
+def json_response(payload: Any, status: int = 200) -> HttpResponse:
+    body = orjson.dumps(payload)
+    response = HttpResponse(body, status=status, content_type="application/json")
+    response["Content-Length"] = str(len(body))
+    return response
+
+
+def sse_response(events: ClosableStream) -> StreamingHttpResponse:
+    """`text/event-stream` over an async iterator of SSE bytes, with buffering disabled."""
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    # The gateway handler sends this iterator itself and always closes it at the end.
+    response.gateway_stream = events
+    return response
+
+
+class Exchange:
+    """The owner of one request's life; see the module docstring for the order of its steps."""
+
+    def __init__(self, gateway: Gateway, request_id: str, endpoint: str) -> None:
+        self.gateway = gateway
+        self.record = RequestRecord(request_id=request_id, endpoint=endpoint)
+        self.caller: Caller | None = None
+        self.admission: Admission | None = None
+        self.route: Route | None = None
+        self.stream: ClosableStream | None = None  # set once a stream took over closing
+        self.closed = False
+
+    @classmethod
+    def open(cls, request: HttpRequest, endpoint: str) -> Exchange:
+        return cls(current(), getattr(request, "request_id", ""), endpoint)
+
+    async def __aenter__(self) -> Exchange:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            if self.stream is None:
+                self.close()
+            return
+        self.fail(exc)
+        if self.stream is not None:
+            await self.stream.aclose()  # never sent: it closes this exchange as it stops
+        self.close()
+
+    # ---- the steps, in order ---------------------------------------------------------------
+
+    async def accept(self, http: HttpRequest, model: type[W]) -> W:
+        """Authenticate, parse and validate: the typed request, or the 4xx."""
+        self.caller = caller = await authenticate(http, self.gateway.keys)
+        record = self.record
+        record.key_id, record.key_prefix, record.user_id = caller.key_id, caller.prefix, caller.user_id
+        body = parse_json_object(http.body)
+        self._describe(body)
+        validated: W = validate(model, body)
+        return validated
+
+    async def resolve(self, model: str) -> list[Route]:
+        """The routes to try for `model`: 404 for a model outside the key's list or unknown."""
+        assert self.caller is not None
+        if not self.caller.limits.allows(model):
+            raise ModelNotFound(model)
+        return await self.gateway.router.resolve(model)
+
+    @property
+    def limited(self) -> bool:
+        """Whether the caller has a limit that needs the request's estimated tokens and cost."""
+        return self.caller is not None and self.caller.limits.any
+
+    async def admit(self, estimate: tuple[int, int] = (0, 0)) -> None:
+        """Take the request's share of the key's limits (estimated tokens, cost in nanos), or the 429."""
+        assert self.caller is not None
+        tokens, nanos = estimate
+        self.admission = await self.gateway.limiter.admit(self.caller.key_id, self.caller.limits, tokens, nanos)
+
+    def failover(self, routes: list[Route], request: ChatCompletionRequest | None = None) -> Failover:
+        """The attempts over `routes`, each recorded in the log row."""
+        gw = self.gateway
+        return Failover(routes, gw.breakers, gw.router.provider, self.record.attempts, self.record.model, request)
+
+    def served_by(self, route: Route) -> None:
+        self.route = route
+        record = self.record
+        record.provider, record.upstream_model, record.route_id = route.provider, route.upstream_model, route.id
+        record.input_price, record.output_price = route.input_price, route.output_price
+
+    def respond(self, body: dict[str, Any]) -> HttpResponse:
+        """The whole answer as JSON, with the rate-limit and route headers."""
+        return self._with_headers(json_response(body))
+
+    def respond_stream(self, stream: ClosableStream) -> StreamingHttpResponse:
+        """An SSE answer; from here on `stream` closes this exchange when it ends."""
+        self.stream = stream
+        return self._with_headers(sse_response(stream))
+
+    # ---- the end -----------------------------------------------------------------------------
+
+    def fail(self, exc: BaseException) -> None:
+        """Record why the request failed (the client sees the error from the error boundary)."""
+        record = self.record
+        if isinstance(exc, GatewayError):
+            record.fail(exc.status, exc.type, exc.code, exc.message)
+        elif isinstance(exc, asyncio.CancelledError):
+            record.client_disconnected = True
+            record.fail(499, "client_disconnected", None, "The client closed the connection before the answer.")
+        else:
+            record.fail(500, "server_error", "internal_error", type(exc).__name__)
+
+    def close(self) -> None:
+        """Settle the limits with what the request used and queue its log row (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        record = self.record
+        if not record.latency_ms:
+            record.latency_ms = record.elapsed_ms()
+        if self.admission is not None:
+            self.gateway.limiter.settle_soon(self.admission, record.total_tokens, record.cost_nanos)
+        self.gateway.log.submit(record)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _describe(self, body: dict[str, Any]) -> None:
+        """Fill what the raw body tells, so even a rejected request is logged with its model."""
+        record = self.record
+        model = body.get("model")
+        record.model = model if isinstance(model, str) else ""
+        record.stream = body.get("stream") is True
+        end_user = body.get("safety_identifier") or body.get("user")
+        record.end_user = end_user if isinstance(end_user, str) else ""
+        metadata = body.get("metadata")
+        record.metadata = metadata if isinstance(metadata, dict) else None
+        if settings.GATEWAY_LOG_CONTENT:
+            record.request_body = body
+
+    def _with_headers(self, response: Any) -> Any:
+        if self.admission is not None:
+            for name, value in self.admission.headers.items():
+                response[name] = value
+        if self.route is not None:
+            response["x-gateway-provider"] = self.route.provider
+            response["x-gateway-attempts"] = str(len(self.record.attempts))
+        return response
