@@ -160,6 +160,9 @@ GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=16 * 1024 * 1
 DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES
 # Store prompt and response text in the request log (off: only counts and metadata).
 GATEWAY_LOG_CONTENT = env.bool("GATEWAY_LOG_CONTENT", default=False)
+# Bounds on one embeddings request's answer, checked before any work (400 naming the parameter).
+GATEWAY_MAX_EMBEDDING_DIMENSIONS = env.int("GATEWAY_MAX_EMBEDDING_DIMENSIONS", default=3072)
+GATEWAY_MAX_EMBEDDING_VALUES = env.int("GATEWAY_MAX_EMBEDDING_VALUES", default=1_048_576)
 # Seconds an API key lookup is trusted in process before asking the shared cache.
 GATEWAY_KEY_CACHE_SECONDS = env.float("GATEWAY_KEY_CACHE_SECONDS", default=5.0)
 # Seconds between checks of the shared route-table version.

@@ -15,6 +15,7 @@ import time
 from typing import Annotated, Any, Literal
 
 import orjson
+from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import InvalidRequest
@@ -412,6 +413,33 @@ class EmbeddingRequest(Wire):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Field(ge=1)] | None = None
     user: str | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> EmbeddingRequest:
+        """Bound the answer's size before any work: dimensions, and inputs x dimensions."""
+        if self.dimensions is None:
+            return self
+        if self.dimensions > settings.GATEWAY_MAX_EMBEDDING_DIMENSIONS:
+            raise _semantic(
+                "dimensions",
+                f"`dimensions` is at most {settings.GATEWAY_MAX_EMBEDDING_DIMENSIONS} on this gateway "
+                f"(got {self.dimensions}).",
+            )
+        values = self.input_count * self.dimensions
+        if values > settings.GATEWAY_MAX_EMBEDDING_VALUES:
+            raise _semantic(
+                "input",
+                f"{self.input_count} inputs of {self.dimensions} dimensions is {values} values, more than the "
+                f"{settings.GATEWAY_MAX_EMBEDDING_VALUES} one request may ask for: send fewer inputs per request.",
+            )
+        return self
+
+    @property
+    def input_count(self) -> int:
+        """How many embeddings the request asks for (a list of token ids is one input)."""
+        if isinstance(self.input, str) or (self.input and isinstance(self.input[0], int)):
+            return 1
+        return len(self.input)
 
     @property
     def texts(self) -> list[str]:

@@ -1,0 +1,92 @@
+"""The gateway as its own process, started as a deployment starts it, for tests that need one.
+
+`GatewayProcess` runs uvicorn (one worker) or gunicorn with `gunicorn.conf.py`
+on the test database, optionally under an address-space cap (`prlimit --as`),
+and stops it afterwards. It waits for `/healthz` before handing over.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from django.conf import settings
+from django.db import connection
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def database_url() -> str:
+    """The test database as a DATABASE_URL, so a gateway process shares what the test wrote."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return (
+        f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
+
+
+class GatewayProcess:
+    """One gateway server process (`uvicorn` or `gunicorn`), stopped on exit."""
+
+    def __init__(
+        self,
+        server: str = "uvicorn",
+        *,
+        memory_cap_bytes: int | None = None,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "CACHE_KEY_PREFIX": settings.CACHES["default"].get("KEY_PREFIX", ""),
+            "GATEWAY_REDIS_PREFIX": settings.GATEWAY_REDIS_PREFIX,
+            **(env or {}),
+        }
+        if server == "uvicorn":
+            command = [sys.executable, "-m", "uvicorn", "compat_api.asgi:application", "--port", str(self.port)]
+            command += ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
+        else:
+            self.env |= {"GUNICORN_BIND": f"127.0.0.1:{self.port}", "WORKERS": str(workers)}
+            command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "compat_api.asgi:application"]
+        if memory_cap_bytes is not None:
+            command = ["prlimit", f"--as={memory_cap_bytes}", "--", *command]
+        self.command = command
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> GatewayProcess:
+        self.proc = subprocess.Popen(self.command, cwd=ROOT, env=self.env)
+        deadline = time.monotonic() + 40
+        while True:
+            try:
+                httpx.get(self.url + "/healthz", timeout=1).raise_for_status()
+                return self
+            except httpx.HTTPError as exc:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.proc.kill()
+                    raise RuntimeError(f"the gateway did not start: {' '.join(self.command)}") from exc
+                time.sleep(0.2)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
