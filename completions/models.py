@@ -163,6 +163,22 @@ class RequestLog(models.Model):
         return f"{self.request_id} {self.model} {self.status_code}"
 
 
+class SetAsideLogRow(models.Model):
+    """A request-log row the database refused; kept here (as JSON text) so the rest of its batch is written."""
+
+    created_at = models.DateTimeField(default=timezone.now)
+    request_id = models.CharField(max_length=128, db_index=True)
+    error = models.TextField(help_text="What the database said.")
+    values = models.TextField(help_text="The row's values as JSON (NUL characters escaped).")
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "set-aside log row"
+
+    def __str__(self) -> str:
+        return f"{self.request_id} ({self.created_at:%Y-%m-%d %H:%M})"
+
+
 class UsageDaily(models.Model):
     """Per day, key and model: the sums of the request log, maintained as rows are written.
 

@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from django.db import close_old_connections, connection, connections, transaction
+import orjson
+from django.db import DataError, IntegrityError, close_old_connections, connection, connections, transaction
 
 from . import pricing
 
@@ -97,9 +98,39 @@ class RequestRecord:
     def is_error(self) -> bool:
         return self.status_code >= 400
 
+    def make_storable(self) -> None:
+        """Replace what no database column can hold (NUL characters, in text and JSON alike)."""
+        for name in _TEXT_FIELDS:
+            value = getattr(self, name)
+            if "\x00" in value:
+                setattr(self, name, value.replace("\x00", REPLACEMENT))
+        for name in _JSON_FIELDS:
+            value = getattr(self, name)
+            if value:
+                setattr(self, name, storable(value))
+
+
+REPLACEMENT = "\ufffd"  # what a NUL character in client or upstream text is stored as
+_TEXT_FIELDS = tuple(
+    name for name, kind in RequestRecord.__annotations__.items() if kind == "str" and name != "request_id"
+)
+_JSON_FIELDS = ("attempts", "metadata", "request_body")
+
+
+def storable(value: Any) -> Any:
+    """`value` (JSON data) with NUL characters replaced in every string, keys included."""
+    if isinstance(value, str):
+        return value.replace("\x00", REPLACEMENT) if "\x00" in value else value
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value
+
 
 BatchHook = Callable[[list[RequestRecord]], None]
 _STOP = object()  # tells the writer thread to finish
+REFUSED = (DataError, IntegrityError)  # the database refuses a row's data (not: the database is down)
 
 
 class LogWriter:
@@ -114,6 +145,7 @@ class LogWriter:
         self._lock = threading.Condition()
         self._submitted = 0
         self._done = 0
+        self.set_aside = 0  # rows the database refused, kept in SetAsideLogRow instead
         self._thread: threading.Thread | None = None
         # A forked worker inherits this object but not the thread: start afresh there.
         os.register_at_fork(after_in_child=self._forget_thread)
@@ -194,11 +226,19 @@ class LogWriter:
 
     def _write_with_retry(self, batch: list[RequestRecord]) -> None:
         delay = self.retry_seconds
+        for record in batch:
+            record.make_storable()
         while True:
             try:
                 close_old_connections()  # as a request would: drop a broken or expired connection
                 self.write(batch)
                 return
+            except REFUSED:
+                # Some row's data is refused: write the rows one by one and set the refused ones aside,
+                # so one bad row never holds the others.
+                batch = self._write_each(batch)
+                if not batch:
+                    return
             except Exception:
                 logger.exception("writing %d request-log rows failed; retrying in %.1fs", len(batch), delay)
             if self.pending() > self.max_pending:
@@ -206,6 +246,31 @@ class LogWriter:
                 return
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    def _write_each(self, batch: list[RequestRecord]) -> list[RequestRecord]:
+        """Write `batch` row by row, setting aside rows the database refuses; the rows left unwritten
+        when the database itself fails (to retry)."""
+        for position, record in enumerate(batch):
+            try:
+                self.write([record])
+            except REFUSED as exc:
+                self._set_aside(record, exc)
+            except Exception:
+                logger.exception("writing request-log rows failed; retrying %d", len(batch) - position)
+                return batch[position:]
+        return []
+
+    def _set_aside(self, record: RequestRecord, exc: Exception) -> None:
+        from .models import SetAsideLogRow
+
+        logger.error("the database refused request-log row %s; set aside: %s", record.request_id, exc)
+        values = orjson.dumps(to_values(record), default=str).decode()
+        try:
+            SetAsideLogRow.objects.create(request_id=record.request_id, error=str(exc)[:2000], values=values)
+        except Exception:
+            logger.exception("setting aside request-log row %s failed; it is lost: %s", record.request_id, values)
+        with self._lock:
+            self.set_aside += 1
 
     def write(self, batch: list[RequestRecord]) -> None:
         """Write one batch and run the hooks, in one transaction.

@@ -79,4 +79,5 @@ async def retrieve_model(request: HttpRequest, model: str) -> HttpResponseBase:
 @api_view("GET")
 async def healthz(request: HttpRequest) -> HttpResponseBase:
     """GET /healthz: the process serves requests; how many log rows wait to be written."""
-    return json_response({"status": "ok", "log_backlog": current().log.pending()})
+    log = current().log
+    return json_response({"status": "ok", "log_backlog": log.pending(), "log_set_aside": log.set_aside})
