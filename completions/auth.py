@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 
-from .caller import Caller, effective
+from .caller import Caller, limits_from
 from .db import run_db
 from .errors import AuthenticationFailed
 from .keys import KEY_PREFIX, cache_key, hash_secret
@@ -144,7 +144,8 @@ def _load(key_hash: str) -> Caller | str:
         name=row["name"],
         expires_at=row["expires_at"].timestamp() if row["expires_at"] else None,
         revoked=row["revoked_at"] is not None or not row["user__is_active"],
-        limits=effective(row, UserLimits.objects.filter(user_id=row["user_id"]).values(*LIMIT_FIELDS).first()),
+        key_limits=limits_from(row),
+        user_limits=limits_from(UserLimits.objects.filter(user_id=row["user_id"]).values(*LIMIT_FIELDS).first()),
     )
     cache.set(cache_key(key_hash), caller, SHARED_TTL)
     return caller

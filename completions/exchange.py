@@ -105,20 +105,20 @@ class Exchange:
     async def resolve(self, model: str) -> list[Route]:
         """The routes to try for `model`: 404 for a model outside the key's list or unknown."""
         assert self.caller is not None
-        if not self.caller.limits.allows(model):
+        if not self.caller.allows(model):
             raise ModelNotFound(model)
         return await self.gateway.router.resolve(model)
 
     @property
     def limited(self) -> bool:
         """Whether the caller has a limit that needs the request's estimated tokens and cost."""
-        return self.caller is not None and self.caller.limits.any
+        return self.caller is not None and self.caller.limited
 
     async def admit(self, estimate: tuple[int, int] = (0, 0)) -> None:
         """Take the request's share of the key's limits (estimated tokens, cost in nanos), or the 429."""
         assert self.caller is not None
         tokens, nanos = estimate
-        self.admission = await self.gateway.limiter.admit(self.caller.key_id, self.caller.limits, tokens, nanos)
+        self.admission = await self.gateway.limiter.admit(self.caller.scopes, tokens, nanos)
 
     def failover(self, routes: list[Route], request: ChatCompletionRequest | None = None) -> Failover:
         """The attempts over `routes`, each recorded in the log row."""

@@ -22,7 +22,7 @@ KEY_PREFIX = "sk-gw-"
 VISIBLE_CHARS = 12
 # The shared cache holds pickled `auth.Caller` objects: change this when Caller changes shape,
 # so workers of a new release never read an old release's entries.
-CACHE_PREFIX = "apikey:v2:"
+CACHE_PREFIX = "apikey:v3:"
 
 
 def generate_secret() -> str:

@@ -1,26 +1,29 @@
-"""Per-key limits: allowed models, requests and tokens per minute, token and spend budgets.
+"""Limits: requests and tokens per minute, token and spend budgets, per key and per user.
 
-A key's effective limits are its own where set, else its user's defaults
-(`UserLimits`), else none. Before a request is sent upstream, `admit()` checks
-and takes, atomically:
+Limits apply to a **scope**: one API key, or one user across all of their keys.
+A user's limits (`UserLimits`, set by staff) hold for the sum of everything the
+user's keys do, so a new key never resets them; a key's own limits are further
+caps on that key alone. Before a request is sent upstream, `admit()` checks and
+takes, atomically and for every scope of the caller at once:
 
-- one request from the key's requests-per-minute bucket, and the request's
+- one request from the scope's requests-per-minute bucket, and the request's
   estimated tokens (prompt + `max_tokens` when given) from its tokens-per-minute
   bucket (token buckets that refill continuously over a minute);
-- a reservation of the estimated tokens and cost against the key's budgets: a
+- a reservation of the estimated tokens and cost against the scope's budgets: a
   request is admitted only if spent + reserved + its own estimate fits the
   budget.
 
-After the request, `settle()` replaces the estimate by the real usage: the
-budget counters grow by what was really spent and the reservation is
-released. So a budget can only be overrun by what in-flight requests spend
-beyond their reservation: nothing when clients send `max_tokens`, otherwise
-at most the output of the requests in flight when the budget runs out.
+If any scope refuses, nothing is taken from any of them. After the request,
+`settle()` replaces the estimate by the real usage: the budget counters grow by
+what was really spent and the reservation is released. So a budget can only be
+overrun by what in-flight requests spend beyond their reservation: nothing when
+clients send `max_tokens`, otherwise at most the output of the requests in
+flight when the budget runs out.
 
-With REDIS_URL set, all of this runs in Redis Lua scripts, so the limits hold
-across every worker process; without it, in process (one process only).
-Budget counters live in Redis for the current period and are rebuilt from the
-daily roll-ups when missing.
+With REDIS_URL set, all of this runs in one Redis Lua script call per admission
+and one per settlement, so the limits hold across every worker process; without
+it, in process (one process only). Budget counters live in Redis for the current
+period and are rebuilt from the daily roll-ups when missing.
 """
 
 from __future__ import annotations
@@ -28,23 +31,18 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .caller import Limits
+from .caller import Scope
 from .db import run_db
-from .errors import ModelNotFound, QuotaExceeded, RateLimited
+from .errors import QuotaExceeded, RateLimited
 from .protocol import random_id
 
 WINDOW_MS = 60_000
 RESERVATION_TTL_MS = 15 * 60_000  # a reservation older than this is a crashed worker's: dropped
-
-
-def check_model(limits: Limits, model: str) -> None:
-    """A model outside the key's list looks like an unknown model (404), as OpenAI answers."""
-    if not limits.allows(model):
-        raise ModelNotFound(model)
 
 
 def period_id(period: str, now: datetime | None = None) -> str:
@@ -65,7 +63,7 @@ def duration(seconds: float) -> str:
 
 @dataclass
 class Decision:
-    """What the limiter says about one request."""
+    """What the limiter says about one scope for one request."""
 
     ok: bool
     reason: str = ""  # requests | tokens | too_large | token_budget | spend_budget | init
@@ -76,63 +74,78 @@ class Decision:
     retry_after: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class Share:
+    """A request's claim on one scope: the scope and its budget period."""
+
+    scope: Scope
+    period: str
+
+
 @dataclass
 class Admission:
-    """An admitted request's reservation, settled once with the real usage."""
+    """An admitted request's reservations, settled once with the real usage."""
 
-    key_id: int
-    limits: Limits
+    shares: tuple[Share, ...]
     estimate_tokens: int
     estimate_nanos: int
-    period: str
-    token: str = ""  # set when a reservation is made (identifies it in the budget's ledger)
+    token: str = ""  # identifies the reservations in the budgets' ledgers
     headers: dict[str, str] = field(default_factory=dict)
     settled: bool = False
 
 
-def headers_for(limits: Limits, d: Decision) -> dict[str, str]:
-    """OpenAI's rate-limit headers for the limits a key has."""
+def headers_for(shares: Sequence[Share], decisions: Sequence[Decision]) -> dict[str, str]:
+    """OpenAI's rate-limit headers: for each kind of limit, the scope with the least left."""
     out: dict[str, str] = {}
-    if limits.rpm is not None:
-        out["x-ratelimit-limit-requests"] = str(limits.rpm)
-        out["x-ratelimit-remaining-requests"] = str(max(0, d.rpm_remaining))
-        out["x-ratelimit-reset-requests"] = duration(d.rpm_reset)
-    if limits.tpm is not None:
-        out["x-ratelimit-limit-tokens"] = str(limits.tpm)
-        out["x-ratelimit-remaining-tokens"] = str(max(0, d.tpm_remaining))
-        out["x-ratelimit-reset-tokens"] = duration(d.tpm_reset)
+    rpm = [(d.rpm_remaining, s.scope.limits.rpm, d.rpm_reset) for s, d in zip(shares, decisions, strict=True)]
+    rpm_known = [(left, limit, reset) for left, limit, reset in rpm if limit is not None]
+    if rpm_known:
+        left, limit, reset = min(rpm_known, key=lambda t: t[0])
+        out["x-ratelimit-limit-requests"] = str(limit)
+        out["x-ratelimit-remaining-requests"] = str(max(0, left))
+        out["x-ratelimit-reset-requests"] = duration(reset)
+    tpm = [(d.tpm_remaining, s.scope.limits.tpm, d.tpm_reset) for s, d in zip(shares, decisions, strict=True)]
+    tpm_known = [(left, limit, reset) for left, limit, reset in tpm if limit is not None]
+    if tpm_known:
+        left, limit, reset = min(tpm_known, key=lambda t: t[0])
+        out["x-ratelimit-limit-tokens"] = str(limit)
+        out["x-ratelimit-remaining-tokens"] = str(max(0, left))
+        out["x-ratelimit-reset-tokens"] = duration(reset)
     return out
 
 
-def refusal(limits: Limits, d: Decision, estimate_tokens: int) -> RateLimited | QuotaExceeded:
-    """The 429 for a refused request, with OpenAI's codes and headers."""
-    headers = headers_for(limits, d)
+def refusal(share: Share, d: Decision, estimate_tokens: int) -> RateLimited | QuotaExceeded:
+    """The 429 for a request one scope refused, with OpenAI's codes and headers."""
+    limits = share.scope.limits
+    whose = "this API key's" if share.scope.kind == "key" else "your account's (all of its API keys together)"
+    headers = headers_for([share], [d])
     if d.reason in ("token_budget", "spend_budget"):
         what = "token" if d.reason == "token_budget" else "spend"
         window = "this month" if limits.period == "month" else "in total"
         headers["x-should-retry"] = "false"
         return QuotaExceeded(
-            f"You exceeded your current quota: this API key's {what} budget {window} is used up "
+            f"You exceeded your current quota: {whose} {what} budget {window} is used up "
             "(or would be by this request). Ask the gateway operator to raise it.",
             headers=headers,
         )
     headers["retry-after"] = str(max(1, math.ceil(d.retry_after)))
     if d.reason == "too_large":
         return RateLimited(
-            f"Request too large: it needs about {estimate_tokens} tokens, more than this key's limit of "
+            f"Request too large: it needs about {estimate_tokens} tokens, more than {whose} limit of "
             f"{limits.tpm} tokens per minute. Send less or lower max_tokens.",
             type="tokens",
             headers={k: v for k, v in headers.items() if k != "retry-after"} | {"x-should-retry": "false"},
         )
     if d.reason == "tokens":
         return RateLimited(
-            f"Rate limit reached for tokens per minute: limit {limits.tpm}, remaining {max(0, d.tpm_remaining)}, "
-            f"this request needs about {estimate_tokens}. Please try again in {duration(d.retry_after)}.",
+            f"Rate limit reached for tokens per minute ({whose}): limit {limits.tpm}, remaining "
+            f"{max(0, d.tpm_remaining)}, this request needs about {estimate_tokens}. "
+            f"Please try again in {duration(d.retry_after)}.",
             type="tokens",
             headers=headers,
         )
     return RateLimited(
-        f"Rate limit reached for requests per minute: limit {limits.rpm}. "
+        f"Rate limit reached for requests per minute ({whose}): limit {limits.rpm}. "
         f"Please try again in {duration(d.retry_after)}.",
         type="requests",
         headers=headers,
@@ -145,54 +158,55 @@ class Limiter:
     def __init__(self) -> None:
         self._settling: set[asyncio.Task[None]] = set()
 
-    async def decide(self, admission: Admission, now_ms: int) -> Decision:
+    async def decide(self, admission: Admission, now_ms: int) -> tuple[int, list[Decision]]:
+        """Check every share and take from all of them, or from none: (index of the refusing share or -1,
+        the decisions)."""
         raise NotImplementedError
 
     async def settle_counts(self, admission: Admission, tokens: int, nanos: int) -> None:
         raise NotImplementedError
 
-    async def init_budget(self, admission: Admission) -> None:
+    async def init_budget(self, share: Share) -> None:
         raise NotImplementedError
 
-    async def admit(self, key_id: int, limits: Limits, estimate_tokens: int, estimate_nanos: int) -> Admission:
-        """Take the request's share of the key's limits, or raise the 429 that says which limit."""
-        if not limits.any:
-            return Admission(key_id, limits, estimate_tokens, estimate_nanos, "")
-        admission = Admission(
-            key_id, limits, estimate_tokens, estimate_nanos, period_id(limits.period), random_id("", 16)
-        )
+    async def admit(self, scopes: Sequence[Scope], estimate_tokens: int, estimate_nanos: int) -> Admission:
+        """Take the request's share of every scope's limits, or raise the 429 that says which limit."""
+        shares = tuple(Share(s, period_id(s.limits.period)) for s in scopes if s.limits.any)
+        if not shares:
+            return Admission((), estimate_tokens, estimate_nanos, settled=True)
+        admission = Admission(shares, estimate_tokens, estimate_nanos, random_id("", 16))
         now_ms = int(time.time() * 1000)
-        decision = await self.decide(admission, now_ms)
-        if decision.reason == "init":
-            await self.init_budget(admission)
-            decision = await self.decide(admission, now_ms)
-        if not decision.ok:
+        for _ in range(len(shares) + 1):  # each scope's budget counters may need loading once
+            refused, decisions = await self.decide(admission, now_ms)
+            if refused < 0 or decisions[refused].reason != "init":
+                break
+            await self.init_budget(shares[refused])
+        if refused >= 0:
             admission.settled = True
-            raise refusal(limits, decision, estimate_tokens)
-        admission.headers = headers_for(limits, decision)
+            raise refusal(shares[refused], decisions[refused], estimate_tokens)
+        admission.headers = headers_for(shares, decisions)
         return admission
 
     async def settle(self, admission: Admission, tokens: int, nanos: int) -> None:
-        """Replace the reservation by what the request really used (once)."""
-        if admission.settled or not admission.limits.any:
-            admission.settled = True
+        """Replace the reservations by what the request really used (once)."""
+        if admission.settled:
             return
         admission.settled = True
         await self.settle_counts(admission, tokens, nanos)
 
     def settle_soon(self, admission: Admission, tokens: int, nanos: int) -> None:
         """Settle in the background: the client never waits for it."""
-        if admission.settled or not admission.limits.any:
+        if admission.settled:
             return
         task = asyncio.get_running_loop().create_task(self.settle(admission, tokens, nanos))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
 
-async def load_spent(admission: Admission) -> tuple[int, int]:
+async def load_spent(share: Share) -> tuple[int, int]:
     from .usage import spent
 
-    return await run_db(spent, admission.key_id, admission.limits.period)
+    return await run_db(spent, share.scope.kind, share.scope.id, share.scope.limits.period)
 
 
 # ---- in process ---------------------------------------------------------------------
@@ -227,20 +241,31 @@ class LocalLimiter(Limiter):
         bucket.stamp_ms = now_ms
         return bucket
 
-    def _budget_key(self, a: Admission) -> str:
-        return f"{a.key_id}:{a.period}"
+    @staticmethod
+    def _budget_key(share: Share) -> str:
+        return f"{share.scope.name}:{share.period}"
 
-    async def init_budget(self, admission: Admission) -> None:
-        key = self._budget_key(admission)
+    async def init_budget(self, share: Share) -> None:
+        key = self._budget_key(share)
         if key not in self.spent:
-            tokens, nanos = await load_spent(admission)
+            tokens, nanos = await load_spent(share)
             self.spent.setdefault(key, [tokens, nanos])
 
-    async def decide(self, a: Admission, now_ms: int) -> Decision:
-        lim = a.limits
-        d = Decision(ok=True)
-        budget_key = self._budget_key(a)
+    async def decide(self, a: Admission, now_ms: int) -> tuple[int, list[Decision]]:
+        decisions = [self._check(share, a, now_ms) for share in a.shares]
+        for index, d in enumerate(decisions):
+            if not d.ok:
+                return index, decisions
+        for share, d in zip(a.shares, decisions, strict=True):
+            self._take(share, a, d, now_ms)
+        return -1, decisions
+
+    def _check(self, share: Share, a: Admission, now_ms: int) -> Decision:
+        """What `share`'s scope says, without taking anything."""
+        lim = share.scope.limits
+        name = share.scope.name
         if lim.has_budget:
+            budget_key = self._budget_key(share)
             if budget_key not in self.spent:
                 return Decision(ok=False, reason="init")
             reservations = self.reserved.setdefault(budget_key, {})
@@ -257,148 +282,183 @@ class LocalLimiter(Limiter):
                 and used_nanos + held_nanos + a.estimate_nanos > lim.spend_budget_nanos
             ):
                 return Decision(ok=False, reason="spend_budget")
-        rpm = self._refill(f"rpm:{a.key_id}", lim.rpm, now_ms) if lim.rpm is not None else None
-        tpm = self._refill(f"tpm:{a.key_id}", lim.tpm, now_ms) if lim.tpm is not None else None
-        if rpm is not None and lim.rpm is not None and rpm.level < 1:
-            return Decision(
-                ok=False,
-                reason="requests",
-                rpm_reset=seconds_to_refill(lim.rpm - rpm.level, lim.rpm),
-                retry_after=seconds_to_refill(1 - rpm.level, lim.rpm),
-            )
-        if tpm is not None and lim.tpm is not None:
+        d = Decision(ok=True)
+        if lim.rpm is not None:
+            rpm = self._refill(f"rpm:{name}", lim.rpm, now_ms)
+            if rpm.level < 1:
+                return Decision(
+                    ok=False,
+                    reason="requests",
+                    rpm_reset=seconds_to_refill(lim.rpm - rpm.level, lim.rpm),
+                    retry_after=seconds_to_refill(1 - rpm.level, lim.rpm),
+                )
+            d.rpm_remaining = int(rpm.level - 1)
+            d.rpm_reset = seconds_to_refill(lim.rpm - rpm.level + 1, lim.rpm)
+        if lim.tpm is not None:
+            tpm = self._refill(f"tpm:{name}", lim.tpm, now_ms)
             if a.estimate_tokens > lim.tpm:
                 return Decision(ok=False, reason="too_large", tpm_remaining=int(tpm.level))
             if tpm.level < a.estimate_tokens or tpm.level <= 0:
                 return Decision(
                     ok=False,
                     reason="tokens",
-                    rpm_remaining=int(rpm.level) if rpm else 0,
+                    rpm_remaining=d.rpm_remaining,
                     tpm_remaining=int(tpm.level),
                     tpm_reset=seconds_to_refill(lim.tpm - tpm.level, lim.tpm),
                     retry_after=seconds_to_refill(max(a.estimate_tokens, 1) - tpm.level, lim.tpm),
                 )
-        if rpm is not None and lim.rpm is not None:
-            rpm.level -= 1
-            d.rpm_remaining = int(rpm.level)
-            d.rpm_reset = seconds_to_refill(lim.rpm - rpm.level, lim.rpm)
-        if tpm is not None and lim.tpm is not None:
-            tpm.level -= a.estimate_tokens
-            d.tpm_remaining = int(tpm.level)
-            d.tpm_reset = seconds_to_refill(lim.tpm - tpm.level, lim.tpm)
-        if lim.has_budget:
-            self.reserved[budget_key][a.token] = (a.estimate_tokens, a.estimate_nanos, now_ms)
+            d.tpm_remaining = int(tpm.level - a.estimate_tokens)
+            d.tpm_reset = seconds_to_refill(lim.tpm - tpm.level + a.estimate_tokens, lim.tpm)
         return d
 
-    async def settle_counts(self, a: Admission, tokens: int, nanos: int) -> None:
-        lim = a.limits
+    def _take(self, share: Share, a: Admission, d: Decision, now_ms: int) -> None:
+        lim = share.scope.limits
+        if lim.rpm is not None:
+            self.buckets[f"rpm:{share.scope.name}"].level -= 1
         if lim.tpm is not None:
-            bucket = self._refill(f"tpm:{a.key_id}", lim.tpm, int(time.time() * 1000))
-            bucket.level = max(-lim.tpm, bucket.level - (tokens - a.estimate_tokens))
+            self.buckets[f"tpm:{share.scope.name}"].level -= a.estimate_tokens
         if lim.has_budget:
-            budget_key = self._budget_key(a)
-            self.reserved.get(budget_key, {}).pop(a.token, None)
-            if budget_key in self.spent:
-                self.spent[budget_key][0] += tokens
-                self.spent[budget_key][1] += nanos
+            self.reserved[self._budget_key(share)][a.token] = (a.estimate_tokens, a.estimate_nanos, now_ms)
+
+    async def settle_counts(self, a: Admission, tokens: int, nanos: int) -> None:
+        now_ms = int(time.time() * 1000)
+        for share in a.shares:
+            lim = share.scope.limits
+            if lim.tpm is not None:
+                bucket = self._refill(f"tpm:{share.scope.name}", lim.tpm, now_ms)
+                bucket.level = max(-lim.tpm, bucket.level - (tokens - a.estimate_tokens))
+            if lim.has_budget:
+                budget_key = self._budget_key(share)
+                self.reserved.get(budget_key, {}).pop(a.token, None)
+                if budget_key in self.spent:
+                    self.spent[budget_key][0] += tokens
+                    self.spent[budget_key][1] += nanos
 
 
 # ---- Redis -------------------------------------------------------------------------------
 
-# KEYS: rpm bucket, tpm bucket, spent tokens, spent nanos, reservations (zset), reservation amounts (hash)
-# ARGV: now_ms, rpm, tpm, token_budget, spend_budget, est_tokens, est_nanos, token, has_budget
+# One call checks every scope of a request, then takes from all of them (or from none).
+# KEYS, six per scope: rpm bucket, tpm bucket, spent tokens, spent nanos, reservations (zset), amounts (hash)
+# ARGV: now_ms, est_tokens, est_nanos, token, scope count, then five per scope:
+#       rpm, tpm, token_budget, spend_budget, has_budget ('1' or '0'); -1 means no such limit
+# Returns {'ok', -1, then per scope: rpm_left, rpm_reset_ms, tpm_left, tpm_reset_ms}
+#      or {reason, refusing scope (0-based), rpm_left, rpm_reset_ms, tpm_left, tpm_reset_ms, retry_ms}
 _ADMIT = """
 local now = tonumber(ARGV[1])
-local rpm, tpm = tonumber(ARGV[2]), tonumber(ARGV[3])
-local token_budget, spend_budget = tonumber(ARGV[4]), tonumber(ARGV[5])
-local est_tokens, est_nanos = tonumber(ARGV[6]), tonumber(ARGV[7])
+local est_tokens, est_nanos, token = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local n = tonumber(ARGV[5])
 local window = 60000
 
 local function refill(key, cap)
   local state = redis.call('HMGET', key, 'level', 'stamp')
   local level, stamp = tonumber(state[1]), tonumber(state[2])
   if level == nil then level, stamp = cap, now end
-  level = math.min(cap, level + (now - stamp) * cap / window)
-  return level
+  return math.min(cap, level + (now - stamp) * cap / window)
 end
 
-if ARGV[9] == '1' then
-  local used_tokens, used_nanos = redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4])
-  if not used_tokens or not used_nanos then return {'init', 0, 0, 0, 0, 0} end
-  local stale = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now - 900000)
-  for _, member in ipairs(stale) do redis.call('HDEL', KEYS[6], member .. ':t', member .. ':n') end
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - 900000)
-  local held_tokens, held_nanos = 0, 0
-  for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
-    held_tokens = held_tokens + (tonumber(redis.call('HGET', KEYS[6], member .. ':t')) or 0)
-    held_nanos = held_nanos + (tonumber(redis.call('HGET', KEYS[6], member .. ':n')) or 0)
+local levels = {}
+for i = 1, n do
+  local a, k = 5 + (i - 1) * 5, (i - 1) * 6
+  local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local token_budget, spend_budget = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  if ARGV[a + 5] == '1' then
+    local used_tokens, used_nanos = redis.call('GET', KEYS[k + 3]), redis.call('GET', KEYS[k + 4])
+    if not used_tokens or not used_nanos then return {'init', i - 1, 0, 0, 0, 0, 0} end
+    local stale = redis.call('ZRANGEBYSCORE', KEYS[k + 5], '-inf', now - 900000)
+    for _, member in ipairs(stale) do redis.call('HDEL', KEYS[k + 6], member .. ':t', member .. ':n') end
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 5], '-inf', now - 900000)
+    local held_tokens, held_nanos = 0, 0
+    for _, member in ipairs(redis.call('ZRANGE', KEYS[k + 5], 0, -1)) do
+      held_tokens = held_tokens + (tonumber(redis.call('HGET', KEYS[k + 6], member .. ':t')) or 0)
+      held_nanos = held_nanos + (tonumber(redis.call('HGET', KEYS[k + 6], member .. ':n')) or 0)
+    end
+    if token_budget >= 0 and tonumber(used_tokens) + held_tokens + est_tokens > token_budget then
+      return {'token_budget', i - 1, 0, 0, 0, 0, 0} end
+    if spend_budget >= 0 and tonumber(used_nanos) + held_nanos + est_nanos > spend_budget then
+      return {'spend_budget', i - 1, 0, 0, 0, 0, 0} end
   end
-  if token_budget >= 0 and tonumber(used_tokens) + held_tokens + est_tokens > token_budget then
-    return {'token_budget', 0, 0, 0, 0, 0} end
-  if spend_budget >= 0 and tonumber(used_nanos) + held_nanos + est_nanos > spend_budget then
-    return {'spend_budget', 0, 0, 0, 0, 0} end
+  local rpm_level, tpm_level = 0, 0
+  if rpm >= 0 then
+    rpm_level = refill(KEYS[k + 1], rpm)
+    if rpm_level < 1 then
+      local reset, wait = (rpm - rpm_level) * window / rpm, (1 - rpm_level) * window / rpm
+      return {'requests', i - 1, 0, tostring(reset), 0, 0, tostring(wait)} end
+  end
+  if tpm >= 0 then
+    tpm_level = refill(KEYS[k + 2], tpm)
+    if est_tokens > tpm then return {'too_large', i - 1, 0, 0, math.floor(tpm_level), 0, 0} end
+    if tpm_level < est_tokens or tpm_level <= 0 then
+      local need = math.max(est_tokens, 1) - tpm_level
+      local reset, wait = (tpm - tpm_level) * window / tpm, need * window / tpm
+      return {'tokens', i - 1, math.floor(rpm_level), 0, math.floor(tpm_level), tostring(reset), tostring(wait)}
+    end
+  end
+  levels[i] = {rpm_level, tpm_level}
 end
 
-local rpm_level, tpm_level = 0, 0
-if rpm >= 0 then
-  rpm_level = refill(KEYS[1], rpm)
-  if rpm_level < 1 then
-    local reset, wait = (rpm - rpm_level) * window / rpm, (1 - rpm_level) * window / rpm
-    return {'requests', 0, tostring(reset), 0, 0, tostring(wait)} end
+local out = {'ok', -1}
+for i = 1, n do
+  local a, k = 5 + (i - 1) * 5, (i - 1) * 6
+  local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local rpm_level, tpm_level = levels[i][1], levels[i][2]
+  if rpm >= 0 then
+    rpm_level = rpm_level - 1
+    redis.call('HSET', KEYS[k + 1], 'level', tostring(rpm_level), 'stamp', now)
+    redis.call('PEXPIRE', KEYS[k + 1], 2 * window)
+  end
+  if tpm >= 0 then
+    tpm_level = tpm_level - est_tokens
+    redis.call('HSET', KEYS[k + 2], 'level', tostring(tpm_level), 'stamp', now)
+    redis.call('PEXPIRE', KEYS[k + 2], 2 * window)
+  end
+  if ARGV[a + 5] == '1' then
+    redis.call('ZADD', KEYS[k + 5], now, token)
+    redis.call('HSET', KEYS[k + 6], token .. ':t', est_tokens, token .. ':n', est_nanos)
+    redis.call('PEXPIRE', KEYS[k + 5], 1800000)
+    redis.call('PEXPIRE', KEYS[k + 6], 1800000)
+  end
+  table.insert(out, math.floor(rpm_level))
+  table.insert(out, rpm >= 0 and tostring((rpm - rpm_level) * window / rpm) or '0')
+  table.insert(out, math.floor(tpm_level))
+  table.insert(out, tpm >= 0 and tostring((tpm - tpm_level) * window / tpm) or '0')
 end
-if tpm >= 0 then
-  tpm_level = refill(KEYS[2], tpm)
-  if est_tokens > tpm then return {'too_large', 0, 0, math.floor(tpm_level), 0, 0} end
-  if tpm_level < est_tokens or tpm_level <= 0 then
-    local need = math.max(est_tokens, 1) - tpm_level
-    local reset, wait = (tpm - tpm_level) * window / tpm, need * window / tpm
-    return {'tokens', math.floor(rpm_level), 0, math.floor(tpm_level), tostring(reset), tostring(wait)} end
-end
-if rpm >= 0 then
-  rpm_level = rpm_level - 1
-  redis.call('HSET', KEYS[1], 'level', tostring(rpm_level), 'stamp', now)
-  redis.call('PEXPIRE', KEYS[1], 2 * window)
-end
-if tpm >= 0 then
-  tpm_level = tpm_level - est_tokens
-  redis.call('HSET', KEYS[2], 'level', tostring(tpm_level), 'stamp', now)
-  redis.call('PEXPIRE', KEYS[2], 2 * window)
-end
-if ARGV[9] == '1' then
-  redis.call('ZADD', KEYS[5], now, ARGV[8])
-  redis.call('HSET', KEYS[6], ARGV[8] .. ':t', est_tokens, ARGV[8] .. ':n', est_nanos)
-  redis.call('PEXPIRE', KEYS[5], 1800000)
-  redis.call('PEXPIRE', KEYS[6], 1800000)
-end
-return {'ok', math.floor(rpm_level), rpm >= 0 and tostring((rpm - rpm_level) * window / rpm) or '0',
-        math.floor(tpm_level), tpm >= 0 and tostring((tpm - tpm_level) * window / tpm) or '0', 0}
+return out
 """
 
-# KEYS: tpm bucket, spent tokens, spent nanos, reservations, amounts
-# ARGV: now_ms, tpm, delta_tokens, tokens, nanos, token, has_budget
+# KEYS, five per scope: tpm bucket, spent tokens, spent nanos, reservations, amounts
+# ARGV: now_ms, delta_tokens (real - estimated), tokens, nanos, token, scope count,
+#       then two per scope: tpm (-1: none), has_budget ('1' or '0')
 _SETTLE = """
-local now, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
-if tpm >= 0 then
-  local state = redis.call('HMGET', KEYS[1], 'level', 'stamp')
-  local level, stamp = tonumber(state[1]), tonumber(state[2])
-  if level == nil then level, stamp = tpm, now end
-  level = math.min(tpm, level + (now - stamp) * tpm / 60000)
-  level = math.max(-tpm, level - tonumber(ARGV[3]))
-  redis.call('HSET', KEYS[1], 'level', tostring(level), 'stamp', now)
-  redis.call('PEXPIRE', KEYS[1], 120000)
-end
-if ARGV[7] == '1' then
-  redis.call('ZREM', KEYS[4], ARGV[6])
-  redis.call('HDEL', KEYS[5], ARGV[6] .. ':t', ARGV[6] .. ':n')
-  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCRBY', KEYS[2], ARGV[4]) end
-  if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('INCRBY', KEYS[3], ARGV[5]) end
+local now, delta, tokens, nanos, token = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+for i = 1, tonumber(ARGV[6]) do
+  local a, k = 6 + (i - 1) * 2, (i - 1) * 5
+  local tpm = tonumber(ARGV[a + 1])
+  if tpm >= 0 then
+    local state = redis.call('HMGET', KEYS[k + 1], 'level', 'stamp')
+    local level, stamp = tonumber(state[1]), tonumber(state[2])
+    if level == nil then level, stamp = tpm, now end
+    level = math.min(tpm, level + (now - stamp) * tpm / 60000)
+    level = math.max(-tpm, level - delta)
+    redis.call('HSET', KEYS[k + 1], 'level', tostring(level), 'stamp', now)
+    redis.call('PEXPIRE', KEYS[k + 1], 120000)
+  end
+  if ARGV[a + 2] == '1' then
+    redis.call('ZREM', KEYS[k + 4], token)
+    redis.call('HDEL', KEYS[k + 5], token .. ':t', token .. ':n')
+    if redis.call('EXISTS', KEYS[k + 2]) == 1 then redis.call('INCRBY', KEYS[k + 2], tokens) end
+    if redis.call('EXISTS', KEYS[k + 3]) == 1 then redis.call('INCRBY', KEYS[k + 3], nanos) end
+  end
 end
 return 1
 """
 
 
+def _or_none(value: int | None) -> int:
+    return -1 if value is None else value
+
+
 class RedisLimiter(Limiter):
-    """Limits kept in Redis, atomic across all workers (one Lua script per admission and per settlement)."""
+    """Limits kept in Redis, atomic across all workers (one Lua script call per admission and per settlement)."""
 
     def __init__(self, url: str, prefix: str) -> None:
         super().__init__()
@@ -418,9 +478,9 @@ class RedisLimiter(Limiter):
             self._settle = client.register_script(_SETTLE)
         return client
 
-    def _keys(self, a: Admission) -> dict[str, str]:
-        base = f"{self.prefix}:lim:{a.key_id}"
-        budget = f"{base}:budget:{a.period}"
+    def _keys(self, share: Share) -> dict[str, str]:
+        base = f"{self.prefix}:lim:{share.scope.name}"
+        budget = f"{base}:budget:{share.period}"
         return {
             "rpm": f"{base}:rpm",
             "tpm": f"{base}:tpm",
@@ -430,58 +490,56 @@ class RedisLimiter(Limiter):
             "amounts": f"{budget}:held-amounts",
         }
 
-    async def init_budget(self, a: Admission) -> None:
+    async def init_budget(self, share: Share) -> None:
         client = self._client()
-        tokens, nanos = await load_spent(a)
-        k = self._keys(a)
-        ttl = None if a.period == "total" else 40 * 24 * 3600
+        tokens, nanos = await load_spent(share)
+        k = self._keys(share)
+        ttl = None if share.period == "total" else 40 * 24 * 3600
         await client.set(k["spent_tokens"], tokens, nx=True, ex=ttl)
         await client.set(k["spent_nanos"], nanos, nx=True, ex=ttl)
 
-    async def decide(self, a: Admission, now_ms: int) -> Decision:
+    async def decide(self, a: Admission, now_ms: int) -> tuple[int, list[Decision]]:
         client = self._client()
-        lim = a.limits
-        k = self._keys(a)
-        result = await self._admit(
-            keys=[k["rpm"], k["tpm"], k["spent_tokens"], k["spent_nanos"], k["reservations"], k["amounts"]],
-            args=[
-                now_ms,
-                -1 if lim.rpm is None else lim.rpm,
-                -1 if lim.tpm is None else lim.tpm,
-                -1 if lim.token_budget is None else lim.token_budget,
-                -1 if lim.spend_budget_nanos is None else lim.spend_budget_nanos,
-                a.estimate_tokens,
-                a.estimate_nanos,
-                a.token,
-                "1" if lim.has_budget else "0",
-            ],
-            client=client,
-        )
-        reason, rpm_remaining, rpm_reset, tpm_remaining, tpm_reset, retry = result
-        return Decision(
-            ok=reason == "ok",
-            reason="" if reason == "ok" else reason,
-            rpm_remaining=int(rpm_remaining),
-            rpm_reset=float(rpm_reset) / 1000,
-            tpm_remaining=int(tpm_remaining),
-            tpm_reset=float(tpm_reset) / 1000,
-            retry_after=float(retry) / 1000,
-        )
+        keys: list[str] = []
+        args: list[Any] = [now_ms, a.estimate_tokens, a.estimate_nanos, a.token, len(a.shares)]
+        for share in a.shares:
+            lim = share.scope.limits
+            keys.extend(self._keys(share).values())
+            args += [_or_none(lim.rpm), _or_none(lim.tpm), _or_none(lim.token_budget)]
+            args += [_or_none(lim.spend_budget_nanos), "1" if lim.has_budget else "0"]
+        result = await self._admit(keys=keys, args=args, client=client)
+        reason, index = result[0], int(result[1])
+        if reason != "ok":
+            rpm_left, rpm_reset, tpm_left, tpm_reset, retry = result[2:7]
+            refused = Decision(
+                ok=False,
+                reason=reason,
+                rpm_remaining=int(rpm_left),
+                rpm_reset=float(rpm_reset) / 1000,
+                tpm_remaining=int(tpm_left),
+                tpm_reset=float(tpm_reset) / 1000,
+                retry_after=float(retry) / 1000,
+            )
+            return index, [refused if i == index else Decision(ok=True) for i in range(len(a.shares))]
+        decisions = []
+        for i in range(len(a.shares)):
+            rpm_left, rpm_reset, tpm_left, tpm_reset = result[2 + 4 * i : 6 + 4 * i]
+            decisions.append(
+                Decision(
+                    ok=True,
+                    rpm_remaining=int(rpm_left),
+                    rpm_reset=float(rpm_reset) / 1000,
+                    tpm_remaining=int(tpm_left),
+                    tpm_reset=float(tpm_reset) / 1000,
+                )
+            )
+        return -1, decisions
 
     async def settle_counts(self, a: Admission, tokens: int, nanos: int) -> None:
-        client = self._client()
-        lim = a.limits
-        k = self._keys(a)
-        await self._settle(
-            keys=[k["tpm"], k["spent_tokens"], k["spent_nanos"], k["reservations"], k["amounts"]],
-            args=[
-                int(time.time() * 1000),
-                -1 if lim.tpm is None else lim.tpm,
-                tokens - a.estimate_tokens,
-                tokens,
-                nanos,
-                a.token,
-                "1" if lim.has_budget else "0",
-            ],
-            client=client,
-        )
+        keys: list[str] = []
+        args: list[Any] = [int(time.time() * 1000), tokens - a.estimate_tokens, tokens, nanos, a.token, len(a.shares)]
+        for share in a.shares:
+            k = self._keys(share)
+            keys += [k["tpm"], k["spent_tokens"], k["spent_nanos"], k["reservations"], k["amounts"]]
+            args += [_or_none(share.scope.limits.tpm), "1" if share.scope.limits.has_budget else "0"]
+        await self._settle(keys=keys, args=args, client=self._client())

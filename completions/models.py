@@ -17,7 +17,7 @@ class BudgetPeriod(models.TextChoices):
 
 
 class LimitFields(models.Model):
-    """Limits shared by keys and per-user defaults; empty means "inherit" (key) or "unlimited" (user)."""
+    """Limits a key or a user can have; empty means no limit of that kind."""
 
     allowed_models = models.JSONField(
         null=True, blank=True, help_text="Public model ids this may use; empty list or blank = all."
@@ -35,7 +35,7 @@ class LimitFields(models.Model):
 
 
 class UserLimits(LimitFields):
-    """Defaults a user's keys inherit where the key sets nothing."""
+    """A user's limits, set by staff: they hold for all of the user's keys together."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="gateway_limits")
 

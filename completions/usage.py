@@ -175,9 +175,10 @@ def period_start(period: str, today: date | None = None) -> date | None:
     return month_start(today) if period == "month" else None
 
 
-def spent(key_id: int, period: str, today: date | None = None) -> tuple[int, int]:
-    """(tokens, cost in nanos) a key used in its current budget period, from the roll-ups."""
-    qs = UsageDaily.objects.filter(key_id=key_id)
+def spent(kind: str, owner_id: int, period: str, today: date | None = None) -> tuple[int, int]:
+    """(tokens, cost in nanos) a key (`kind` "key") or a user's keys together ("user") used in the
+    current budget period, from the roll-ups."""
+    qs = UsageDaily.objects.filter(**{"key_id" if kind == "key" else "user_id": owner_id})
     start = period_start(period, today)
     if start is not None:
         qs = qs.filter(day__gte=start)

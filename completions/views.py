@@ -60,7 +60,7 @@ async def list_models(request: HttpRequest) -> HttpResponseBase:
     gateway = current()
     caller = await authenticate(request, gateway.keys)
     table = await gateway.router.table()
-    names = [name for name in table.model_ids() if caller.limits.allows(name)]
+    names = [name for name in table.model_ids() if caller.allows(name)]
     data = [model_entry(name, table.routes_for(name)[0].provider, STARTED) for name in names]
     return json_response({"object": "list", "data": data})
 
@@ -71,7 +71,7 @@ async def retrieve_model(request: HttpRequest, model: str) -> HttpResponseBase:
     gateway = current()
     caller = await authenticate(request, gateway.keys)
     routes = (await gateway.router.table()).routes_for(model)
-    if not routes or not caller.limits.allows(model):
+    if not routes or not caller.allows(model):
         raise ModelNotFound(model)
     return json_response(model_entry(model, routes[0].provider, STARTED))
 

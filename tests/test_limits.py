@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 
 from completions import limits as lim
-from completions.caller import effective
+from completions.caller import Caller, Limits, Scope, limits_from
 from completions.keys import create_api_key
 from completions.models import ModelRoute, UserLimits
 from tests.conftest import log_rows
@@ -36,17 +36,21 @@ def make(kind: str) -> lim.Limiter:
     )
 
 
+def key_scope(key_id: int, limits: Limits) -> list[Scope]:
+    return [Scope("key", key_id, limits)]
+
+
 @pytest.mark.parametrize("kind", limiter_kinds())
 def test_request_bucket_refuses_the_request_over_the_limit(kind: str) -> None:
     limiter = make(kind)
-    limits = lim.Limits(rpm=3)
+    limits = Limits(rpm=3)
     key_id = int(time.time() * 1000) % 10_000_000
 
     async def run() -> list[Any]:
         out = []
         for _ in range(4):
             try:
-                out.append(await limiter.admit(key_id, limits, 10, 0))
+                out.append(await limiter.admit(key_scope(key_id, limits), 10, 0))
             except lim.RateLimited as exc:
                 out.append(exc)
         return out
@@ -62,16 +66,16 @@ def test_request_bucket_refuses_the_request_over_the_limit(kind: str) -> None:
 @pytest.mark.parametrize("kind", limiter_kinds())
 def test_token_bucket_and_too_large_requests(kind: str) -> None:
     limiter = make(kind)
-    limits = lim.Limits(tpm=100)
+    limits = Limits(tpm=100)
     key_id = int(time.time() * 1000) % 10_000_000 + 1
 
     async def run() -> tuple[Any, ...]:
         with pytest.raises(lim.RateLimited) as too_large:
-            await limiter.admit(key_id, limits, 101, 0)
-        first = await limiter.admit(key_id, limits, 60, 0)
+            await limiter.admit(key_scope(key_id, limits), 101, 0)
+        first = await limiter.admit(key_scope(key_id, limits), 60, 0)
         await limiter.settle(first, 90, 0)  # really used more than estimated: 10 left
         with pytest.raises(lim.RateLimited) as over:
-            await limiter.admit(key_id, limits, 20, 0)
+            await limiter.admit(key_scope(key_id, limits), 20, 0)
         return too_large.value, first, over.value
 
     too_large, first, over = asyncio.run(run())
@@ -86,13 +90,13 @@ def test_budget_reservations_bound_concurrent_spend(kind: str, transactional_db:
     """Admission counts in-flight reservations: with worst-case estimates, no overspend at all."""
     key, _ = create_api_key(user, "budget")
     limiter = make(kind)
-    limits = lim.Limits(spend_budget_nanos=1000, token_budget=None)
+    limits = Limits(spend_budget_nanos=1000, token_budget=None)
 
     async def run() -> tuple[list[lim.Admission], int]:
         admitted, refused = [], 0
         for _ in range(10):  # ten requests in flight at once, each worst case 300
             try:
-                admitted.append(await limiter.admit(key.pk, limits, 10, 300))
+                admitted.append(await limiter.admit(key_scope(key.pk, limits), 10, 300))
             except lim.QuotaExceeded as exc:
                 assert exc.code == "insufficient_quota" and exc.headers["x-should-retry"] == "false"
                 refused += 1
@@ -104,41 +108,47 @@ def test_budget_reservations_bound_concurrent_spend(kind: str, transactional_db:
     assert len(admitted) == 3 and refused == 7  # 3 x 300 <= 1000 < 4 x 300
 
     async def after() -> Any:
-        ok = await limiter.admit(key.pk, limits, 10, 250)  # 750 spent + 250 = 1000: still fits
+        ok = await limiter.admit(key_scope(key.pk, limits), 10, 250)  # 750 spent + 250 = 1000: still fits
         with pytest.raises(lim.QuotaExceeded):
-            await limiter.admit(key.pk, limits, 10, 1)
+            await limiter.admit(key_scope(key.pk, limits), 10, 1)
         return ok
 
     asyncio.run(after())
 
 
-def test_effective_limits_inherit_user_defaults() -> None:
-    key = {
-        "rpm_limit": None,
-        "tpm_limit": 500,
-        "allowed_models": [],
-        "spend_budget": None,
-        "token_budget": None,
-        "budget_period": "",
-    }
-    user = {
-        "rpm_limit": 60,
-        "tpm_limit": 100,
-        "allowed_models": ["a"],
-        "spend_budget": Decimal("1.5"),
-        "token_budget": 9,
-        "budget_period": "total",
-    }
-    got = effective(key, user)
-    assert (got.rpm, got.tpm, got.allowed_models, got.spend_budget_nanos, got.token_budget, got.period) == (
-        60,
-        500,
-        ("a",),
-        1_500_000_000,
-        9,
-        "total",
-    )
-    assert effective(key, None) == lim.Limits(tpm=500)
+@pytest.mark.parametrize("kind", limiter_kinds())
+def test_a_users_limits_hold_across_keys_and_a_refusal_takes_from_no_scope(kind: str) -> None:
+    limiter = make(kind)
+    base = int(time.time() * 1000) % 10_000_000 + 5
+    user = Scope("user", base, Limits(rpm=2))
+    key_a, key_b = Scope("key", base, Limits(rpm=5)), Scope("key", base + 1, Limits(tpm=1000))
+
+    async def run() -> tuple[Any, ...]:
+        first = await limiter.admit([key_a, user], 10, 0)
+        second = await limiter.admit([key_b, user], 10, 0)
+        with pytest.raises(lim.RateLimited) as third:  # the user's 2 per minute, whichever key
+            await limiter.admit([key_a, user], 10, 0)
+        alone = await limiter.admit([key_a], 10, 0)  # the refusal took nothing from key_a's bucket
+        return first, second, third.value, alone
+
+    first, second, third, alone = asyncio.run(run())
+    assert first.headers["x-ratelimit-limit-requests"] == "2"  # the scope with the least left
+    assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert second.headers["x-ratelimit-remaining-requests"] == "0"
+    assert "all of its API keys" in third.message and third.type == "requests"
+    assert alone.headers["x-ratelimit-remaining-requests"] == "3"  # 5 - first - this one
+
+
+def test_limits_from_rows_and_the_callers_scopes() -> None:
+    key_row = {"rpm_limit": None, "tpm_limit": 500, "allowed_models": ["a", "b"], "spend_budget": None}
+    user_row = {"rpm_limit": 60, "allowed_models": ["a"], "spend_budget": Decimal("1.5"), "budget_period": "total"}
+    key, user = limits_from(key_row), limits_from(user_row)
+    assert key == Limits(tpm=500, allowed_models=("a", "b"))
+    assert user == Limits(rpm=60, allowed_models=("a",), spend_budget_nanos=1_500_000_000, period="total")
+    caller = Caller(7, 3, "sk-gw-x", "k", None, False, key_limits=key, user_limits=user)
+    assert caller.allows("a") and not caller.allows("b") and caller.limited
+    assert [s.name for s in caller.scopes] == ["key:7", "user:3"]
+    assert limits_from(None) == Limits() and not Caller(1, 1, "p", "n", None, False).scopes
     assert lim.duration(0.02) == "20ms" and lim.duration(360) == "6m0s" and lim.duration(1.2) == "2s"
 
 
@@ -209,13 +219,14 @@ def test_spend_budget_is_insufficient_quota(gateway: Any, user: Any) -> None:
     assert spent == Decimal("0.048")
 
 
-def test_allowed_models_and_user_defaults(gateway: Any, user: Any, settings: Any) -> None:
+def test_allowed_models_and_user_limits(gateway: Any, user: Any, settings: Any) -> None:
+    """Staff's limits on a user bind every key of the user; a key's own limits only narrow them."""
     settings.GATEWAY_KEY_CACHE_SECONDS = 0.2
     ModelRoute.objects.create(model_name="other-model", provider="mock", upstream_model="o")
     UserLimits.objects.create(user=user, allowed_models=["mock-gpt-model"], rpm_limit=1)
-    _, inherits = create_api_key(user, "inherits")
-    _, overrides = create_api_key(user, "overrides", allowed_models=["other-model"], rpm_limit=5)
-    client = sdk(gateway, inherits)
+    _, plain = create_api_key(user, "plain")
+    _, wider = create_api_key(user, "asks for more", allowed_models=["other-model"], rpm_limit=5)
+    client = sdk(gateway, plain)
     assert [m.id for m in client.models.list().data] == ["mock-gpt-model"]
     with pytest.raises(openai.NotFoundError) as exc:
         client.chat.completions.create(model="other-model", messages=HI)
@@ -224,17 +235,49 @@ def test_allowed_models_and_user_defaults(gateway: Any, user: Any, settings: Any
         client.models.retrieve("other-model")
     r = client.chat.completions.with_raw_response.create(model="mock-gpt-model", messages=HI)
     assert r.headers["x-ratelimit-limit-requests"] == "1"
-    other = sdk(gateway, overrides)
-    r = other.chat.completions.with_raw_response.create(model="other-model", messages=HI)
-    assert r.headers["x-ratelimit-limit-requests"] == "5"
-    # Changing the user's defaults reaches the cached keys.
+    other = sdk(gateway, wider)
+    assert other.models.list().data == []  # its own list and the user's have nothing in common
+    with pytest.raises(openai.NotFoundError):
+        other.chat.completions.create(model="other-model", messages=HI)
+    # Changing the user's limits reaches the cached keys.
     limits = UserLimits.objects.get(user=user)
     limits.allowed_models = []
+    limits.rpm_limit = None
     limits.save()
     time.sleep(0.3)
     client.models.list()  # may still be answered from the entry being re-read
     time.sleep(0.1)
     assert {"mock-gpt-model", "other-model"} <= {m.id for m in client.models.list().data}
+    r = other.chat.completions.with_raw_response.create(model="other-model", messages=HI)
+    assert r.headers["x-ratelimit-limit-requests"] == "5"
+
+
+def test_a_users_budget_and_rate_limit_hold_across_new_keys(gateway: Any, user: Any) -> None:
+    """A user whose budget is spent can't go on by making another key (it spent 60 tokens on key 1,
+    then made key 2 and went on, before); nor can a rate limit be multiplied by keys."""
+    UserLimits.objects.create(user=user, token_budget=60, budget_period="total")
+    _, first = create_api_key(user, "first")
+    words = [{"role": "user", "content": " ".join(["w"] * 12)}]  # 18 prompt + 12 completion tokens
+    client = sdk(gateway, first)
+    client.chat.completions.create(model="mock-gpt-model", messages=words)
+    client.chat.completions.create(model="mock-gpt-model", messages=words)
+    time.sleep(0.2)  # settlement happens after the answer
+    with pytest.raises(openai.RateLimitError) as spent:
+        client.chat.completions.create(model="mock-gpt-model", messages=words)
+    assert spent.value.body["code"] == "insufficient_quota"
+    _, second = create_api_key(user, "second")
+    with pytest.raises(openai.RateLimitError) as again:
+        sdk(gateway, second).chat.completions.create(model="mock-gpt-model", messages=words)
+    assert again.value.body["code"] == "insufficient_quota" and "all of its API keys" in again.value.body["message"]
+
+    other_user = type(user).objects.create_user("rate-limited")
+    UserLimits.objects.create(user=other_user, rpm_limit=2)
+    clients = [sdk(gateway, create_api_key(other_user, f"k{i}")[1]) for i in range(3)]
+    clients[0].chat.completions.create(model="mock-gpt-model", messages=HI)
+    clients[1].chat.completions.create(model="mock-gpt-model", messages=HI)
+    with pytest.raises(openai.RateLimitError) as limited:
+        clients[2].chat.completions.create(model="mock-gpt-model", messages=HI)
+    assert limited.value.body["type"] == "requests"
 
 
 def test_concurrent_overspend_stays_within_the_documented_bound(gateway: Any, user: Any) -> None:
