@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 
@@ -29,9 +30,13 @@ class GatewayError(Exception):
         status: int | None = None,
         type: str | None = None,
         headers: dict[str, str] | None = None,
+        quoted: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        # The upstream's own words inside `message` (they may quote the client's prompt): kept out of
+        # the log unless content logging is on.
+        self.quoted = quoted or None
         self.param = param
         if code is not None:
             self.code = code
@@ -49,6 +54,12 @@ class GatewayError(Exception):
     def retryable(self) -> bool:
         """Whether another attempt (or another route) may succeed."""
         return self.status in (408, 429) or self.status >= 500
+
+    def loggable_message(self) -> str:
+        """The message as the request log may keep it: without the upstream's words unless content is logged."""
+        if self.quoted is None or settings.GATEWAY_LOG_CONTENT:
+            return self.message
+        return self.message.replace(self.quoted, "[upstream message not logged]")
 
 
 class InvalidRequest(GatewayError):
@@ -174,38 +185,54 @@ def from_upstream_status(
     headers = {"retry-after": retry_after} if retry_after else {}
     where = f"{provider} upstream"
     if status == 400 or status == 422:
-        return InvalidRequest(f"The {where} rejected the request: {message}", code=code or "upstream_invalid_request")
+        return InvalidRequest(
+            f"The {where} rejected the request: {message}", code=code or "upstream_invalid_request", quoted=message
+        )
     if status == 401:
         return UpstreamAuthFailed(
             f"The {where} rejected the gateway's credential for this model; "
             "the gateway operator must fix the provider API key."
         )
     if status == 403:
-        return PermissionDenied(f"The {where} refused access: {message}", code=code or "upstream_permission_denied")
+        return PermissionDenied(
+            f"The {where} refused access: {message}", code=code or "upstream_permission_denied", quoted=message
+        )
     if status == 404:
-        return NotFound(f"The {where} does not know this model or resource: {message}", code=code or "model_not_found")
+        return NotFound(
+            f"The {where} does not know this model or resource: {message}",
+            code=code or "model_not_found",
+            quoted=message,
+        )
     if status == 408:
-        return UpstreamTimeout(f"The {where} timed out: {message}", headers=headers or {"retry-after": "1"})
+        return UpstreamTimeout(
+            f"The {where} timed out: {message}", headers=headers or {"retry-after": "1"}, quoted=message
+        )
     if status == 413:
-        return PayloadTooLarge(f"The {where} says the request is too large: {message}")
+        return PayloadTooLarge(f"The {where} says the request is too large: {message}", quoted=message)
     if status == 429:
         return RateLimited(
             f"The {where} is rate limiting or out of quota: {message}",
             type="upstream_rate_limit",
             code=code or "rate_limit_exceeded",
             headers=headers or {"retry-after": "1"},
+            quoted=message,
         )
     if status == 529 or status == 503:
         return ServiceUnavailable(
             f"The {where} is overloaded or unavailable; retry shortly. ({message})",
             code=code or "upstream_overloaded",
             headers=headers or {"retry-after": "1"},
+            quoted=message,
         )
     if status == 504:
-        return UpstreamTimeout(f"The {where} timed out: {message}", headers=headers or {"retry-after": "1"})
+        return UpstreamTimeout(
+            f"The {where} timed out: {message}", headers=headers or {"retry-after": "1"}, quoted=message
+        )
     if status >= 500:
-        return UpstreamError(f"The {where} failed ({status}): {message}", headers=headers or {"retry-after": "1"})
-    return UpstreamError(f"The {where} answered an unexpected status {status}: {message}")
+        return UpstreamError(
+            f"The {where} failed ({status}): {message}", headers=headers or {"retry-after": "1"}, quoted=message
+        )
+    return UpstreamError(f"The {where} answered an unexpected status {status}: {message}", quoted=message)
 
 
 def upstream_unreachable(provider: str, detail: str) -> UpstreamError:

@@ -146,7 +146,7 @@ class Exchange:
         """Record why the request failed (the client sees the error from the error boundary)."""
         record = self.record
         if isinstance(exc, GatewayError):
-            record.fail(exc.status, exc.type, exc.code, exc.message)
+            record.fail(exc.status, exc.type, exc.code, exc.loggable_message())
         elif isinstance(exc, asyncio.CancelledError):
             record.client_disconnected = True
             record.fail(499, "client_disconnected", None, "The client closed the connection before the answer.")

@@ -128,7 +128,7 @@ def attempt_entry(route: Route, started: float, err: GatewayError | None = None,
         "ok": err is None and not skipped,
     }
     if err is not None:
-        entry.update(status=err.status, error=err.code or err.type, message=err.message[:300])
+        entry.update(status=err.status, error=err.code or err.type, message=err.loggable_message()[:300])
     if skipped:
         entry["skipped"] = skipped
     return entry

@@ -58,3 +58,45 @@ def test_a_row_the_database_refuses_is_set_aside_and_the_batch_goes_on(transacti
     assert aside.request_id == "refused" and '"prompt_tokens":-1' in aside.values
     assert writer.set_aside == 1
     assert sum(u.requests for u in UsageDaily.objects.all()) == 2
+
+
+SECRET_PROMPT = "my secret plan for the quarter"
+
+
+@pytest.fixture
+def quoting_upstream(gateway: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """An OpenAI-compatible upstream whose errors quote the prompt back, as real ones do."""
+    from completions.models import ModelRoute
+    from tests.fakes.base import Reply
+    from tests.fakes.openai_server import FakeOpenAI, error
+
+    fake = FakeOpenAI().start()
+    monkeypatch.setenv("QUOTING_KEY", "sk-upstream")
+    ModelRoute.objects.create(
+        model_name="quoting",
+        provider="openai",
+        upstream_model="up",
+        base_url=fake.url + "/v1",
+        api_key_env="QUOTING_KEY",
+        max_retries=1,
+    )
+    fake.script(
+        Reply(status=503, json=error(f"overloaded while reading '{SECRET_PROMPT}'", "server_error")),
+        Reply(status=400, json=error(f"'{SECRET_PROMPT}' violates the content policy")),
+    )
+    yield fake
+    fake.stop()
+
+
+@pytest.mark.parametrize("log_content", [False, True])
+def test_upstream_errors_that_quote_the_prompt_are_stored_only_with_content_logging(
+    quoting_upstream: Any, client: Any, settings: Any, log_content: bool
+) -> None:
+    settings.GATEWAY_LOG_CONTENT = log_content
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="quoting", messages=[{"role": "user", "content": SECRET_PROMPT}])
+    assert SECRET_PROMPT in caught.value.message  # the client still reads the upstream's words
+    (row,) = log_rows(model="quoting")
+    stored = [row.error_message, *(a["message"] for a in row.attempts)]
+    assert len(stored) == 3 and row.error_type == "invalid_request_error" and row.status_code == 400
+    assert all((SECRET_PROMPT in text) is log_content for text in stored), stored

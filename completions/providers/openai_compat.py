@@ -147,8 +147,10 @@ def passthrough_error(
     if status == 401:
         return base  # its body can quote a masked key: never relayed
     etype, param, code = err.get("type"), err.get("param"), err.get("code")
+    message = redact(err["message"], secret)
     return GatewayError(
-        redact(err["message"], secret),
+        message,
+        quoted=message,
         type=etype if isinstance(etype, str) and etype else base.type,
         param=param if isinstance(param, str) else None,
         code=code if isinstance(code, str) else None,  # vLLM and llama.cpp put the HTTP status here
