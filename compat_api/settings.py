@@ -177,5 +177,8 @@ GATEWAY_RETRY_BASE_SECONDS = env.float("GATEWAY_RETRY_BASE_SECONDS", default=0.2
 GATEWAY_MAX_RETRY_AFTER = env.float("GATEWAY_MAX_RETRY_AFTER", default=5.0)
 GATEWAY_BREAKER_FAILURES = env.int("GATEWAY_BREAKER_FAILURES", default=5)
 GATEWAY_BREAKER_COOLDOWN = env.float("GATEWAY_BREAKER_COOLDOWN", default=30.0)
+# When every route of a model is avoided (open breaker or an upstream's 429), still try the one
+# that failed least recently, once, instead of refusing everyone with 503 circuit_open.
+GATEWAY_BREAKER_PANIC = env.bool("GATEWAY_BREAKER_PANIC", default=True)
 # Add `x-gateway-worker: <pid>` to responses (to see how requests spread over workers).
 GATEWAY_DEBUG_HEADERS = env.bool("GATEWAY_DEBUG_HEADERS", default=False)

@@ -16,6 +16,7 @@ failure opens it again.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,7 +45,8 @@ def backoff_delay(retry: int, base: float, cap: float = 8.0, rng: random.Random 
     return (rng or random).uniform(0, min(cap, base * 2 ** (retry - 1)))
 
 
-def retry_after_seconds(err: GatewayError) -> float | None:
+def upstream_hint(err: GatewayError) -> float | None:
+    """The upstream's own retry-after, in seconds (None when it gave none)."""
     value = err.headers.get("retry-after")
     try:
         return float(value) if value is not None else None
@@ -54,13 +56,22 @@ def retry_after_seconds(err: GatewayError) -> float | None:
 
 @dataclass
 class BreakerState:
-    failures: int = 0
+    failures: int = 0  # failed requests in a row (not attempts)
     opened_at: float | None = None
     probing: bool = False
+    last_failure: float = 0.0  # when the last failed request left this route (monotonic)
+    throttled_until: float = 0.0  # an upstream 429's retry-after: back-pressure, not a failure
 
 
 class CircuitBreakers:
-    """One breaker per route, in this process."""
+    """One breaker per route, in this process.
+
+    A breaker counts failed *requests* (a request that left the route without an answer
+    after its retries), not attempts; it opens after `breaker_failures` of them in a row and
+    lets one probe through after `breaker_cooldown`. A request error (400) neither counts nor
+    resets it. An upstream 429 is back-pressure: the route is avoided until its retry-after
+    has passed, and the breaker is not touched.
+    """
 
     def __init__(self) -> None:
         self._states: dict[str, BreakerState] = {}
@@ -76,19 +87,22 @@ class CircuitBreakers:
         return failures, cooldown
 
     def state(self, route: Route) -> str:
-        """closed, open or half-open (a probe may pass)."""
+        """closed, open, half-open (a probe may pass) or throttled (an upstream 429's retry-after)."""
         st = self._states.get(self._key(route))
-        if st is None or st.opened_at is None:
+        if st is None:
             return "closed"
-        _, cooldown = self._limits(route)
-        return "half-open" if time.monotonic() - st.opened_at >= cooldown else "open"
+        now = time.monotonic()
+        if st.opened_at is not None:
+            _, cooldown = self._limits(route)
+            return "half-open" if now - st.opened_at >= cooldown else "open"
+        return "throttled" if now < st.throttled_until else "closed"
 
     def allow(self, route: Route) -> bool:
         """Whether a request may use `route` now; in half-open state, one probe at a time."""
         state = self.state(route)
         if state == "closed":
             return True
-        if state == "open":
+        if state != "half-open":
             return False
         st = self._states[self._key(route)]
         if st.probing:
@@ -96,16 +110,39 @@ class CircuitBreakers:
         st.probing = True
         return True
 
+    def seconds_left(self, route: Route) -> float:
+        """How long until `route` may be tried again (0 when it may be now)."""
+        st = self._states.get(self._key(route))
+        if st is None:
+            return 0.0
+        now = time.monotonic()
+        if st.opened_at is not None:
+            _, cooldown = self._limits(route)
+            return max(0.0, st.opened_at + cooldown - now)
+        return max(0.0, st.throttled_until - now)
+
+    def last_failure(self, route: Route) -> float:
+        st = self._states.get(self._key(route))
+        return st.last_failure if st is not None else 0.0
+
     def success(self, route: Route) -> None:
         self._states.pop(self._key(route), None)
 
     def failure(self, route: Route) -> None:
+        """One request failed on `route` (after its retries there)."""
         st = self._states.setdefault(self._key(route), BreakerState())
         st.failures += 1
         st.probing = False
+        st.last_failure = time.monotonic()
         threshold, _ = self._limits(route)
         if st.failures >= threshold or st.opened_at is not None:
             st.opened_at = time.monotonic()
+
+    def throttle(self, route: Route, seconds: float) -> None:
+        """The upstream asked for a pause (429 with retry-after): avoid the route until then."""
+        st = self._states.setdefault(self._key(route), BreakerState())
+        st.throttled_until = max(st.throttled_until, time.monotonic() + seconds)
+        st.probing = False
 
     def release_probe(self, route: Route) -> None:
         """A probe that ended without a verdict (e.g. the client left) frees the slot."""
@@ -162,7 +199,7 @@ class Attempt:
 class Failover:
     """The attempts of one request over its ordered routes, as an async iterator.
 
-        async for attempt in Failover(routes, breakers, attempts, model, request):
+        async for attempt in Failover(routes, breakers, provider_for, attempts, model, request):
             async with attempt:
                 answer = await attempt.provider.complete(attempt.prepared)
 
@@ -170,6 +207,9 @@ class Failover:
     the iteration raises the last upstream error. Each route's provider prepares
     the request once (`Provider.prepare`): a parameter the requested model's first
     route cannot honour is the client's 400; on a later route it skips the route.
+    When every route is avoided (breaker open, or throttled by a 429), the request
+    still goes to the one that failed least recently, once (panic mode), rather than
+    refusing everyone.
     """
 
     def __init__(
@@ -190,7 +230,8 @@ class Failover:
         self.last_error: GatewayError | None = None
 
     async def __aiter__(self) -> AsyncIterator[Attempt]:
-        base_delay = settings.GATEWAY_RETRY_BASE_SECONDS
+        avoided: list[tuple[Route, Provider, Prepared | None]] = []
+        tried = False
         for position, route in enumerate(self.routes):
             started = time.perf_counter()
             provider = self.provider_for(route)
@@ -203,25 +244,52 @@ class Failover:
                 self.last_error = self.last_error or exc
                 continue
             if not self.breakers.allow(route):
-                self.attempts.append(attempt_entry(route, started, skipped="circuit open"))
-                self.last_error = self.last_error or self._circuit_open()
+                self.attempts.append(attempt_entry(route, started, skipped=f"circuit {self.breakers.state(route)}"))
+                avoided.append((route, provider, prepared))
                 continue
-            for retry in range(route.max_retries + 1):
-                if retry:
-                    delay = self._retry_delay(retry, base_delay)
-                    if delay is None:
-                        break  # the upstream wants a long pause: try the next route instead
-                    await asyncio.sleep(delay)
-                    if not self.breakers.allow(route):
-                        break
-                attempt = Attempt(self, route, provider, prepared)
+            tried = True
+            async for attempt in self._on_route(route, provider, prepared, retries=route.max_retries):
                 yield attempt
                 if attempt.ok:
                     return
-                if attempt.error is not None and not attempt.error.retryable:
-                    break  # a broken route (bad credential, unknown model): next route
+        if not tried and avoided:
+            if not settings.GATEWAY_BREAKER_PANIC:
+                raise self._circuit_open([route for route, _, _ in avoided])
+            route, provider, prepared = min(avoided, key=lambda a: self.breakers.last_failure(a[0]))
+            async for attempt in self._on_route(route, provider, prepared, retries=0):
+                yield attempt
+                if attempt.ok:
+                    return
         assert self.last_error is not None
         raise self.last_error
+
+    async def _on_route(
+        self, route: Route, provider: Provider, prepared: Prepared | None, retries: int
+    ) -> AsyncIterator[Attempt]:
+        """The attempts on one route: the first, then retries with backoff while they may help.
+        A request that leaves the route without an answer counts once against its breaker."""
+        base_delay = settings.GATEWAY_RETRY_BASE_SECONDS
+        failed = False
+        for retry in range(retries + 1):
+            if retry:
+                delay = self._retry_delay(retry, base_delay)
+                if delay is None:
+                    break  # the upstream wants a long pause: try the next route instead
+                await asyncio.sleep(delay)
+            attempt = Attempt(self, route, provider, prepared)
+            yield attempt
+            if attempt.ok:
+                return
+            error = attempt.error
+            assert error is not None
+            if error.status == 429:
+                self.breakers.throttle(route, upstream_hint(error) or 1.0)
+                continue
+            failed = True
+            if not error.retryable:
+                break  # a broken route (bad credential, unknown model): next route
+        if failed:
+            self.breakers.failure(route)
 
     def settle(self, attempt: Attempt, exc: BaseException | None) -> bool:
         """Record how `attempt` ended; True when the plan goes on to another attempt."""
@@ -239,24 +307,26 @@ class Failover:
         if not is_route_failure(exc):
             self.breakers.release_probe(route)
             return False  # the request itself is wrong: the client's error
-        self.breakers.failure(route)
         return True
 
     def _retry_delay(self, retry: int, base: float) -> float | None:
-        """Seconds to wait before retry number `retry`, or None to move on to the next route."""
+        """Seconds to wait before retry number `retry`, or None to move on to the next route.
+
+        Only the upstream's own retry-after lengthens the backoff, never a hint the gateway made."""
         delay = backoff_delay(retry, base)
-        hinted = retry_after_seconds(self.last_error) if self.last_error else None
+        hinted = upstream_hint(self.last_error) if self.last_error else None
         if hinted is None:
             return delay
         if hinted > settings.GATEWAY_MAX_RETRY_AFTER:
             return None
         return max(delay, hinted)
 
-    def _circuit_open(self) -> ServiceUnavailable:
+    def _circuit_open(self, routes: list[Route]) -> ServiceUnavailable:
+        left = min(self.breakers.seconds_left(route) for route in routes)
         return ServiceUnavailable(
             f"Every route for `{self.model}` is failing and temporarily disabled; retry shortly.",
             code="circuit_open",
-            headers={"retry-after": str(int(settings.GATEWAY_BREAKER_COOLDOWN))},
+            headers={"retry-after": str(max(1, math.ceil(left)))},
         )
 
 

@@ -153,16 +153,76 @@ def test_a_long_retry_after_moves_on_instead_of_waiting() -> None:
     assert run.outcomes() == [("mock:a", 429), ("mock:b", "ok")]
 
 
-def test_an_open_breaker_skips_its_route_and_says_so_when_nothing_is_left() -> None:
+def test_an_open_breaker_skips_its_route_for_a_healthy_one() -> None:
     breakers = CircuitBreakers()
-    a = Scripted(route("a", breaker_failures=1), [])
+    a, b = Scripted(route("a", breaker_failures=1), []), Scripted(route("b"), ["from b"])
     breakers.failure(a.route)
     assert breakers.state(a.route) == "open"
-    run = Run(a, breakers=breakers)
+    run = Run(a, b, breakers=breakers)
+    assert run.run() == ("from b", b.route)
+    assert run.outcomes() == [("mock:a", "circuit open"), ("mock:b", "ok")] and a.calls == 0
+
+
+def test_when_every_route_is_open_the_least_recently_failed_one_is_tried_once() -> None:
+    breakers = CircuitBreakers()
+    a = Scripted(route("a", retries=3, breaker_failures=1), ["a recovered"])
+    b = Scripted(route("b", retries=3, breaker_failures=1), [])
+    breakers.failure(a.route)
+    breakers.failure(b.route)  # b failed after a: a is the least recently failed
+    run = Run(b, a, breakers=breakers)
+    assert run.run() == ("a recovered", a.route)
+    assert run.outcomes() == [("mock:b", "circuit open"), ("mock:a", "circuit open"), ("mock:a", "ok")]
+    assert breakers.state(a.route) == "closed" and breakers.state(b.route) == "open"
+
+
+def test_without_panic_mode_circuit_open_says_how_long_is_left(settings: Any) -> None:
+    settings.GATEWAY_BREAKER_PANIC = False
+    breakers = CircuitBreakers()
+    a = Scripted(route("a", breaker_failures=1, breaker_cooldown=12), [])
+    breakers.failure(a.route)
     with pytest.raises(ServiceUnavailable) as caught:
-        run.run()
+        Run(a, breakers=breakers).run()
     assert caught.value.code == "circuit_open" and a.calls == 0
-    assert run.outcomes() == [("mock:a", "circuit open")]
+    assert 11 <= int(caught.value.headers["retry-after"]) <= 12
+
+
+def test_a_breaker_counts_failed_requests_not_attempts() -> None:
+    breakers = CircuitBreakers()
+    for _ in range(2):  # two requests, two failed attempts each, on a route that opens after 3
+        a = Scripted(route("a", retries=1, breaker_failures=3), [UpstreamError("x", status=500)] * 2)
+        with pytest.raises(UpstreamError):
+            Run(a, breakers=breakers).run()
+    assert breakers.state(a.route) == "closed"
+    a.script = [UpstreamError("x", status=500)] * 2
+    with pytest.raises(UpstreamError):
+        Run(a, breakers=breakers).run()
+    assert breakers.state(a.route) == "open"  # the third failed request
+
+
+def test_a_429_throttles_its_route_without_opening_the_breaker() -> None:
+    breakers = CircuitBreakers()
+    busy = from_upstream_status(429, "slow down", provider="mock", retry_after="2")
+    a = Scripted(route("a", retries=0, breaker_failures=1), [busy])
+    b = Scripted(route("b"), ["from b"])
+    assert Run(a, b, breakers=breakers).run() == ("from b", b.route)
+    assert breakers.state(a.route) == "throttled" and 1 < breakers.seconds_left(a.route) <= 2
+    run = Run(a, b, breakers=breakers)  # the next request avoids a while it is throttled
+    b.script = ["from b again"]
+    assert run.run() == ("from b again", b.route) and run.outcomes()[0] == ("mock:a", "circuit throttled")
+
+
+def test_a_request_error_neither_counts_nor_resets_the_breaker() -> None:
+    breakers = CircuitBreakers()
+    a = Scripted(route("a", retries=0, breaker_failures=2), [UpstreamError("x", status=500)])
+    with pytest.raises(UpstreamError):
+        Run(a, breakers=breakers).run()
+    a.script = [InvalidRequest("bad")]
+    with pytest.raises(InvalidRequest):
+        Run(a, breakers=breakers).run()
+    a.script = [UpstreamError("y", status=500)]
+    with pytest.raises(UpstreamError):
+        Run(a, breakers=breakers).run()
+    assert breakers.state(a.route) == "open"  # 500, (400 ignored), 500: two in a row
 
 
 def test_a_cancelled_attempt_propagates_and_frees_the_probe() -> None:
