@@ -114,6 +114,15 @@ class ModelRoute(models.Model):
         return f"{self.model_name} → {self.provider}:{self.upstream_model or self.model_name}"
 
 
+class RouteTableVersion(models.Model):
+    """One row: bumped after every committed change to the routes; each worker polls it."""
+
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"route table version {self.version}"
+
+
 class RequestLog(models.Model):
     """One row per API request, success or failure. Text is kept only if GATEWAY_LOG_CONTENT is on."""
 

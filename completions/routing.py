@@ -5,12 +5,13 @@ always; common Gemini, Anthropic and OpenAI models when their API key is in the
 environment). A database route replaces a built-in one of the same public id.
 The table is loaded once per process and reloaded when a route changes: at
 once in the process that saved it, and within GATEWAY_ROUTE_CHECK_SECONDS in
-every other worker (a version number in Django's cache). No request pays a
-database query for routing.
+every other worker (a version row in the database, polled in the background). No
+request pays a database query for routing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -21,15 +22,12 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 
 from .db import run_db
 from .errors import ModelNotFound
 from .providers import Provider, Route, known, provider_class
 
 logger = logging.getLogger(__name__)
-
-VERSION_KEY = "routes:version"
 
 
 def _price(value: str) -> Decimal:
@@ -171,38 +169,65 @@ def weighted_order(routes: list[Route], rng: random.Random | None = None) -> lis
 
 
 class Router:
-    """Holds this process's route table and one provider instance per route."""
+    """Holds this process's route table and one provider instance per route.
+
+    The table is built from the built-in routes and the ModelRoute rows, tagged with the
+    route version (`RouteTableVersion`, bumped after every committed route change). A
+    process that changed a route itself reloads before its next request; every other
+    process polls the version every GATEWAY_ROUTE_CHECK_SECONDS in the background, so no
+    request waits for the check, and reloads when it moved. No Redis needed.
+    """
 
     def __init__(self) -> None:
         self._table: RouteTable | None = None
-        self._version: Any = None
+        self._version: int | None = None  # the route version the table was built from
+        self._generation = 0  # bumped by invalidate(): a change this process made
+        self._built_generation = -1
         self._checked = 0.0
-        self._stale = True
+        self._loading: asyncio.Task[None] | None = None
+        self._polling: asyncio.Task[None] | None = None
         self._providers: dict[Route, Provider] = {}
 
     def invalidate(self) -> None:
-        """Reload before the next request (called when a route is saved in this process)."""
-        self._stale = True
+        """Reload before the next request (a route was changed by this process)."""
+        self._generation += 1
 
     async def table(self) -> RouteTable:
-        """The current table, reloaded if this process or another changed a route."""
-        now = time.monotonic()
-        if self._table is None or self._stale:
-            await run_db(self._refresh)
-            self._checked = now
-        elif now - self._checked > settings.GATEWAY_ROUTE_CHECK_SECONDS:
-            self._checked = now  # one request checks; the others keep the current table
-            await run_db(self._refresh)
+        """The current table; reloaded first if this process changed a route."""
+        if self._table is None or self._built_generation != self._generation:
+            await self._reload()
+        elif time.monotonic() - self._checked > settings.GATEWAY_ROUTE_CHECK_SECONDS and self._polling is None:
+            self._checked = time.monotonic()
+            self._polling = asyncio.get_running_loop().create_task(self._poll())
         assert self._table is not None
         return self._table
 
-    def _refresh(self) -> None:
-        version = cache.get(VERSION_KEY)
-        if self._table is not None and not self._stale and version == self._version:
-            return
-        self._stale = False
-        self._version = version
-        self._table = RouteTable.build(builtin_routes(), database_routes())
+    async def _reload(self) -> None:
+        """Build the table afresh; concurrent callers share one load."""
+        if self._loading is None:
+            self._loading = asyncio.get_running_loop().create_task(self._load())
+        loading = self._loading
+        try:
+            await asyncio.shield(loading)
+        finally:
+            if self._loading is loading and loading.done():
+                self._loading = None
+
+    async def _load(self) -> None:
+        generation = self._generation
+        version, table = await run_db(load_table)
+        self._table, self._version, self._built_generation = table, version, generation
+        self._checked = time.monotonic()
+
+    async def _poll(self) -> None:
+        """Reload when another process changed the routes (runs in the background)."""
+        try:
+            if await run_db(route_version) != self._version:
+                await self._reload()
+        except Exception:
+            logger.warning("checking the route version failed; keeping the current table", exc_info=True)
+        finally:
+            self._polling = None
 
     def provider(self, route: Route) -> Provider:
         """The provider instance for `route` (created once, keeping its connection pool)."""
@@ -239,6 +264,25 @@ class Router:
         self._providers.clear()
 
 
+def route_version() -> int:
+    """The committed route version (sync)."""
+    from .models import RouteTableVersion
+
+    return RouteTableVersion.objects.filter(pk=1).values_list("version", flat=True).first() or 0
+
+
+def load_table() -> tuple[int, RouteTable]:
+    """The route version and the table built from it (sync). The version is read first: a change
+    committed in between shows up as a newer version at the next poll, never as a missed one."""
+    version = route_version()
+    return version, RouteTable.build(builtin_routes(), database_routes())
+
+
 def bump_version() -> None:
-    """Tell every worker that the routing table changed (they reload within GATEWAY_ROUTE_CHECK_SECONDS)."""
-    cache.set(VERSION_KEY, time.time_ns(), None)
+    """Tell every process that the routes changed (call after the change committed)."""
+    from django.db.models import F
+
+    from .models import RouteTableVersion
+
+    if not RouteTableVersion.objects.filter(pk=1).update(version=F("version") + 1):
+        RouteTableVersion.objects.get_or_create(pk=1, defaults={"version": 1})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
@@ -37,4 +38,5 @@ def _forget_user_keys(user_id: int) -> None:
 
 @receiver((post_save, post_delete), sender=ModelRoute)
 def _route_changed(sender: Any, **kwargs: Any) -> None:
-    routes_changed()
+    # After the commit: a worker must never build the old table and take it for the new version.
+    transaction.on_commit(routes_changed)
