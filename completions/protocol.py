@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from django.conf import settings
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InvalidRequest
 
@@ -176,6 +176,52 @@ Message = Annotated[
     Field(discriminator="role"),
 ]
 
+# Fields that widely used clients send inside messages although OpenAI's spec has no place for
+# them (OpenAI's API tolerates them). Top-level parameters stay strict (a misspelt parameter is a
+# 400); inside messages these are accepted and dropped, or mapped where the gateway has an
+# equivalent. Each is tested (tests/test_protocol.py).
+TOLERATED_MESSAGE_FIELDS: dict[str, dict[str, str]] = {
+    "tool": {"name": "@langchain/openai sends the function's name on tool results"},
+    "assistant": {
+        "reasoning_content": "DeepSeek-style clients (LangChain, LiteLLM) echo the reasoning text back",
+        "reasoning": "OpenRouter-style clients echo the reasoning text back",
+        "thinking_blocks": "LiteLLM echoes Anthropic thinking blocks back",
+        "provider_specific_fields": "LiteLLM's passthrough of provider extras",
+    },
+}
+# Inside an assistant message's `tool_calls` entries.
+TOLERATED_TOOL_CALL_FIELDS = {"index": "clients that rebuild calls from stream deltas keep the delta's index"}
+# Inside content parts: `cache_control` (Anthropic's form, sent by LiteLLM and LangChain for Claude)
+# is mapped to OpenAI's `prompt_cache_breakpoint`.
+CACHE_CONTROL = "cache_control"
+
+
+def _tolerate(message: Any) -> Any:
+    """A message with the tolerated client fields dropped or mapped (anything else is left to validation)."""
+    if not isinstance(message, dict):
+        return message
+    extra = TOLERATED_MESSAGE_FIELDS.get(message.get("role"), {})
+    cleaned = {k: v for k, v in message.items() if k not in extra}
+    calls = cleaned.get("tool_calls")
+    if isinstance(calls, list):
+        cleaned["tool_calls"] = [
+            {k: v for k, v in c.items() if k not in TOLERATED_TOOL_CALL_FIELDS} if isinstance(c, dict) else c
+            for c in calls
+        ]
+    content = cleaned.get("content")
+    if isinstance(content, list) and any(isinstance(part, dict) and CACHE_CONTROL in part for part in content):
+        cleaned["content"] = [_cache_control_to_breakpoint(part) for part in content]
+    return cleaned
+
+
+def _cache_control_to_breakpoint(part: Any) -> Any:
+    if not isinstance(part, dict) or CACHE_CONTROL not in part:
+        return part
+    mapped = {k: v for k, v in part.items() if k != CACHE_CONTROL}
+    if part[CACHE_CONTROL] is not None:
+        mapped.setdefault("prompt_cache_breakpoint", {"mode": "explicit"})
+    return mapped
+
 
 # ---- tools ---------------------------------------------------------------------------
 
@@ -308,6 +354,12 @@ class ChatCompletionRequest(Wire):
     model: Annotated[str, Field(min_length=1)]
     messages: Annotated[list[Message], Field(min_length=1)]
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = None
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _tolerated_fields(cls, messages: Any) -> Any:
+        return [_tolerate(m) for m in messages] if isinstance(messages, list) else messages
+
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     n: Annotated[int, Field(ge=1, le=128)] | None = None

@@ -146,3 +146,54 @@ def test_invalid_requests_name_the_param(body: dict[str, Any], param: str) -> No
     with pytest.raises(InvalidRequest) as exc:
         p.validate(p.ChatCompletionRequest, body)
     assert exc.value.param == param and exc.value.status == 400
+
+
+# ---- fields clients send inside messages ---------------------------------------------------------
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+
+
+def chat(*messages: dict[str, Any]) -> p.ChatCompletionRequest:
+    return p.validate(p.ChatCompletionRequest, {"model": "m", "messages": list(messages)})
+
+
+@pytest.mark.parametrize(
+    ("role", "field"),
+    [(role, field) for role, fields in p.TOLERATED_MESSAGE_FIELDS.items() for field in fields],
+)
+def test_each_tolerated_message_field_is_accepted_and_dropped(role: str, field: str) -> None:
+    message: dict[str, Any] = {"role": role, "content": "x", field: "sent by a client"}
+    if role == "tool":
+        message["tool_call_id"] = "call_1"
+    request = chat({"role": "user", "content": "hi"}, message)
+    assert field not in request.messages[1].model_dump(exclude_unset=True)
+
+
+def test_langchain_js_tool_results_with_a_name_are_accepted() -> None:
+    request = chat(
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [{**CALL, "index": 0}]},
+        {"role": "tool", "content": "sunny", "name": "get_weather", "tool_call_id": "call_1"},
+    )
+    assert request.messages[2].tool_call_id == "call_1"
+    assert request.messages[1].tool_calls[0].id == "call_1"
+
+
+def test_cache_control_on_a_part_maps_to_a_prompt_cache_breakpoint() -> None:
+    part = {"type": "text", "text": "long context", "cache_control": {"type": "ephemeral"}}
+    request = chat({"role": "user", "content": [part]})
+    assert request.messages[0].content[0].prompt_cache_breakpoint == p.CacheBreakpoint(mode="explicit")
+
+
+@pytest.mark.parametrize(
+    ("message", "param"),
+    [
+        ({"role": "user", "content": "x", "nmae": "typo"}, "messages[0].nmae"),
+        ({"role": "tool", "content": "x", "tool_call_id": "c", "reasoning": "no"}, "messages[0].reasoning"),
+        ({"role": "user", "content": "x", "name": "ok", "tool_call_id": "c"}, "messages[0].tool_call_id"),
+    ],
+)
+def test_other_unknown_message_fields_are_still_a_400_naming_them(message: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        chat(message)
+    assert caught.value.param == param
