@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from django.conf import settings
@@ -25,11 +26,26 @@ def estimate(request: ChatCompletionRequest, route: Route) -> tuple[int, int]:
 
 async def create(ex: Exchange, request: ChatCompletionRequest) -> HttpResponseBase:
     """A whole `CreateChatCompletionResponse` or, for `stream: true`, an SSE stream of chunks."""
+    routes = await admit(ex, request)
+    if request.stream:
+        route, first, stream = await open_stream(ex, request, routes)
+        return ex.respond_stream(Relay(ex, request, route, first, stream))
+    return ex.respond(await complete(ex, request, routes))
+
+
+# The steps, also used by the other inbound APIs (they translate their request to a chat request,
+# and the answer or the chunks back into their own shapes).
+
+
+async def admit(ex: Exchange, request: ChatCompletionRequest) -> list[Route]:
+    """The routes for the request's model, once the caller's limits admitted it."""
     routes = await ex.resolve(request.model)
     await ex.admit(estimate(request, routes[0]) if ex.limited else (0, 0))
-    if request.stream:
-        return await _stream(ex, request, routes)
+    return routes
 
+
+async def complete(ex: Exchange, request: ChatCompletionRequest, routes: list[Route]) -> dict[str, Any]:
+    """The whole answer from the first route that gives one, accounted in the log record."""
     async for attempt in ex.failover(routes, request):
         async with attempt:
             route = attempt.route
@@ -37,17 +53,20 @@ async def create(ex: Exchange, request: ChatCompletionRequest) -> HttpResponseBa
             answer = await with_timeout(call, route.first_byte_timeout, route.provider)
     ex.served_by(attempt.route)
     _account(ex, request, answer)
-    return ex.respond(answer)
+    return answer
 
 
-async def _stream(ex: Exchange, request: ChatCompletionRequest, routes: list[Route]) -> HttpResponseBase:
-    # An attempt succeeds once the upstream produced its first chunk: until then, failover may retry.
+async def open_stream(
+    ex: Exchange, request: ChatCompletionRequest, routes: list[Route]
+) -> tuple[Route, dict[str, Any], AsyncIterator[dict[str, Any]]]:
+    """The route, first chunk and the rest of a stream. An attempt succeeds once the upstream
+    produced its first chunk: until then, failover may retry."""
     async for attempt in ex.failover(routes, request):
         async with attempt:
             stream = attempt.provider.stream(attempt.prepared.request)
             first = await first_chunk(stream, attempt.route)
     ex.served_by(attempt.route)
-    return ex.respond_stream(Relay(ex, request, attempt.route, first, stream))
+    return attempt.route, first, stream
 
 
 def _account(ex: Exchange, request: ChatCompletionRequest, answer: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from django.conf import settings
@@ -52,6 +52,48 @@ async def close_quietly(stream: Chunks) -> None:
             logger.debug("closing an upstream stream failed", exc_info=True)
 
 
+class StreamDialect(Protocol):
+    """How a stream of upstream chat chunks is encoded for the client (Chat Completions SSE here;
+    other inbound APIs bring their own). The relay does the rest: timeouts, usage, the log."""
+
+    def chunk(self, chunk: dict[str, Any]) -> bytes | None:
+        """The bytes for one upstream chunk (None to send nothing)."""
+        ...
+
+    def end(self, prompt_tokens: int, completion_tokens: int, counted_here: bool) -> bytes:
+        """The bytes after the upstream's last chunk (`counted_here`: it reported no usage)."""
+        ...
+
+    def error(self, err: GatewayError) -> bytes:
+        """The bytes that end a stream that failed after it started."""
+        ...
+
+
+class ChatSSE:
+    """Chat Completions chunks as server-sent events, ending with `data: [DONE]`."""
+
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+        self.last: dict[str, Any] = {}
+
+    def chunk(self, chunk: dict[str, Any]) -> bytes | None:
+        if not chunk["choices"] and chunk.get("usage"):
+            return sse(chunk) if self.include_usage else None
+        self.last = chunk
+        if self.include_usage:
+            chunk["usage"] = None
+        return sse(chunk)
+
+    def end(self, prompt_tokens: int, completion_tokens: int, counted_here: bool) -> bytes:
+        if counted_here and self.include_usage:
+            return sse(_usage_chunk(self.last, prompt_tokens, completion_tokens)) + DONE
+        return DONE
+
+    def error(self, err: GatewayError) -> bytes:
+        # As OpenAI does: an error event, then the end of the stream.
+        return sse(err.body()) + DONE
+
+
 class Relay:
     """The SSE bytes of one stream, relayed chunk by chunk as the upstream produces them.
 
@@ -62,10 +104,17 @@ class Relay:
     """
 
     def __init__(
-        self, exchange: Exchange, request: ChatCompletionRequest, route: Route, first: dict[str, Any], stream: Chunks
+        self,
+        exchange: Exchange,
+        request: ChatCompletionRequest,
+        route: Route,
+        first: dict[str, Any],
+        stream: Chunks,
+        dialect: StreamDialect | None = None,
     ) -> None:
         self.exchange, self.request, self.route = exchange, request, route
         self.first, self.stream = first, stream
+        self.dialect: StreamDialect = dialect or ChatSSE(request.include_usage)
         self.finish_reasons: dict[int, str] = {}
         self.texts: dict[int, list[str]] = {}  # the content relayed, per choice
         self.got_usage = False
@@ -89,7 +138,6 @@ class Relay:
         record = self.exchange.record
         idle = self.route.idle_timeout
         loop = asyncio.get_running_loop()
-        last = self.first
         try:
             try:
                 # One deadline for the whole stream, moved before each upstream read (and
@@ -98,7 +146,6 @@ class Relay:
                 async with asyncio.timeout(None) as deadline:
                     chunk = self.first
                     while True:
-                        last = chunk
                         event = self._event(chunk)
                         if event is not None:
                             yield event
@@ -109,23 +156,22 @@ class Relay:
                             deadline.reschedule(None)
                             break
                         deadline.reschedule(None)
-                if not self.got_usage:
+                counted_here = not self.got_usage
+                if counted_here:
                     self._estimate_usage()
-                    if self.request.include_usage:
-                        yield sse(_usage_chunk(last, record.prompt_tokens, record.completion_tokens))
+                end = self.dialect.end(record.prompt_tokens, record.completion_tokens, counted_here)
             except TimeoutError:
                 err = upstream_timeout(self.route.provider, f"no data for {idle:g} s")
                 self.exchange.fail(err)
-                yield sse(err.body())
+                end = self.dialect.error(err)
             except GatewayError as exc:
-                # The stream had started: end it with an error event, as OpenAI does.
                 self.exchange.fail(exc)
-                yield sse(exc.body())
+                end = self.dialect.error(exc)
             except Exception as exc:
                 logger.exception("stream from %s failed", self.route.label)
                 self.exchange.fail(exc)
-                yield sse(InternalError("The stream failed inside the gateway; it has been logged.").body())
-            yield DONE
+                end = self.dialect.error(InternalError("The stream failed inside the gateway; it has been logged."))
+            yield end
         except (asyncio.CancelledError, GeneratorExit):
             record.client_disconnected = True
             raise
@@ -133,18 +179,16 @@ class Relay:
             await self._finish()
 
     def _event(self, chunk: dict[str, Any]) -> bytes | None:
-        """The SSE bytes for one upstream chunk (None for a usage chunk the client didn't ask for)."""
+        """Account for one upstream chunk and encode it for the client."""
         choices = chunk["choices"]
         record = self.exchange.record
         if not choices and chunk.get("usage"):
             self.got_usage = True
             record.set_usage(chunk["usage"])
-            return sse(chunk) if self.request.include_usage else None
-        self._note(choices)
-        if self.request.include_usage:
-            chunk["usage"] = None
-        record.mark_first_chunk()
-        return sse(chunk)
+        else:
+            self._note(choices)
+            record.mark_first_chunk()
+        return self.dialect.chunk(chunk)
 
     def _note(self, choices: list[dict[str, Any]]) -> None:
         """Remember finish reasons and the text relayed (to log it, and count it if no usage comes)."""

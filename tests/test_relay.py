@@ -57,11 +57,14 @@ async def upstream(*steps: Any, closed: list[bool] | None = None, pause: float =
 
 
 def events(raw: list[bytes]) -> list[Any]:
+    """The SSE events sent (one send may carry several)."""
     out: list[Any] = []
-    for event in raw:
-        assert event.startswith(b"data: ") and event.endswith(b"\n\n")
-        data = event[6:-2]
-        out.append("[DONE]" if data == b"[DONE]" else orjson.loads(data))
+    for part in raw:
+        assert part.endswith(b"\n\n")
+        for event in part[:-2].split(b"\n\n"):
+            assert event.startswith(b"data: ")
+            data = event[6:]
+            out.append("[DONE]" if data == b"[DONE]" else orjson.loads(data))
     return out
 
 
