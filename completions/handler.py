@@ -32,6 +32,7 @@ from .middleware import request_id_from
 logger = logging.getLogger(__name__)
 
 GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+ErrorRenderer = Callable[[GatewayError], HttpResponseBase]
 
 
 class BodyTooLarge(Exception):
@@ -39,7 +40,11 @@ class BodyTooLarge(Exception):
 
 
 def _envelope_errors(get_response: GetResponse) -> GetResponse:
-    """Turn a 404 or any escaped exception into OpenAI's envelope (never Django's HTML pages)."""
+    """Turn a 404 or any escaped exception into an error envelope (never Django's HTML pages).
+
+    The one place failures become responses: OpenAI's envelope, unless the view set another
+    dialect's renderer on the request (`request.error_renderer`, e.g. Anthropic's Messages API).
+    """
 
     async def inner(request: HttpRequest) -> HttpResponseBase:
         try:
@@ -47,10 +52,12 @@ def _envelope_errors(get_response: GetResponse) -> GetResponse:
         except Http404:
             return not_found(request)
         except GatewayError as exc:
-            return error_response(exc)
+            render: ErrorRenderer = getattr(request, "error_renderer", error_response)
+            return render(exc)
         except Exception:
             logger.exception("unhandled error for %s %s", request.method, request.path)
-            return error_response(InternalError("The gateway hit an internal error; it has been logged."))
+            render = getattr(request, "error_renderer", error_response)
+            return render(InternalError("The gateway hit an internal error; it has been logged."))
 
     return inner
 
