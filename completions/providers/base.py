@@ -18,6 +18,7 @@ import orjson
 
 from ..errors import InvalidRequest, ServiceUnavailable
 from ..protocol import ChatCompletionRequest, EmbeddingRequest
+from ..redaction import watch_env
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Route:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options_key", orjson.dumps(self.options, option=orjson.OPT_SORT_KEYS))
+        watch_env(self.api_key_env)  # its value is a credential: redacted from any upstream text
 
     @property
     def label(self) -> str:

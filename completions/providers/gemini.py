@@ -92,6 +92,7 @@ from ..errors import (
     InvalidRequest,
     UpstreamError,
     from_upstream_status,
+    upstream_failure,
     upstream_timeout,
     upstream_unreachable,
 )
@@ -766,36 +767,29 @@ def retry_after_of(exc: genai_errors.APIError) -> str | None:
     return None
 
 
-def scrub(message: str, secret: str | None) -> str:
-    """The upstream's message with the credential masked, should it ever be echoed."""
-    return message.replace(secret, "***") if secret else message
-
-
-def from_api_error(exc: genai_errors.APIError, secret: str | None) -> GatewayError:
+def from_api_error(exc: genai_errors.APIError) -> GatewayError:
     """A Gemini API error mapped by its HTTP status (a wrong key is a 401 whatever Gemini's status)."""
     status = exc.code if isinstance(exc.code, int) else 502
     reasons = {d.get("reason") for d in error_details(exc)}
     if reasons & BAD_KEY_REASONS:
         status = 401
-    message = scrub(str(exc.message or exc.status or "no details"), secret)
+    message = str(exc.message or exc.status or "no details")
     return from_upstream_status(status, message, provider=PROVIDER, retry_after=retry_after_of(exc))
 
 
 @contextmanager
-def upstream_errors(secret: str | None) -> Iterator[None]:
+def upstream_errors() -> Iterator[None]:
     """Turn SDK and transport failures inside the block into gateway errors."""
     try:
         yield
     except genai_errors.APIError as exc:
-        raise from_api_error(exc, secret) from exc
+        raise from_api_error(exc) from exc
     except TIMEOUTS as exc:
         raise upstream_timeout(PROVIDER, type(exc).__name__) from exc
     except CONNECT_ERRORS as exc:
-        raise upstream_unreachable(PROVIDER, scrub(str(exc) or type(exc).__name__, secret)) from exc
+        raise upstream_unreachable(PROVIDER, str(exc) or type(exc).__name__) from exc
     except TRANSPORT_ERRORS as exc:
-        raise UpstreamError(
-            f"The {PROVIDER} upstream connection failed: {scrub(str(exc) or type(exc).__name__, secret)}"
-        ) from exc
+        raise upstream_failure(f"The {PROVIDER} upstream connection failed: {str(exc) or type(exc).__name__}") from exc
     except genai_errors.UnknownApiResponseError as exc:
         raise UpstreamError(f"The {PROVIDER} upstream sent an answer that is not valid JSON.") from exc
 
@@ -880,14 +874,13 @@ class GeminiProvider(Provider):
     def __init__(self, route: Route) -> None:
         super().__init__(route)
         self._client: genai.Client | None = None
-        self._secret: str | None = None
 
     def _sdk(self) -> genai.Client:
         """The route's client, built on first use (a missing key is a 503 then, not at import)."""
         if self._client is None:
             keyed = dataclasses.replace(self.route, api_key_env=self.route.api_key_env or DEFAULT_KEY_ENV)
-            self._secret = keyed.require_credential()
-            self._client = genai.Client(api_key=self._secret, vertexai=False, http_options=http_options(self.route))
+            key = keyed.require_credential()
+            self._client = genai.Client(api_key=key, vertexai=False, http_options=http_options(self.route))
         return self._client
 
     def _translate(self, request: p.ChatCompletionRequest) -> GeminiRequest:
@@ -900,7 +893,7 @@ class GeminiProvider(Provider):
     async def complete(self, request: p.ChatCompletionRequest) -> dict[str, Any]:
         gemini = self._translate(request)
         client = self._sdk()
-        with upstream_errors(self._secret):
+        with upstream_errors():
             response = await client.aio.models.generate_content(
                 model=self.route.upstream_model, contents=gemini.contents, config=gemini.config
             )
@@ -910,7 +903,7 @@ class GeminiProvider(Provider):
         gemini = self._translate(request)
         client = self._sdk()
         translator = StreamTranslator(p.ChunkFactory(self.route.upstream_model))
-        with upstream_errors(self._secret):
+        with upstream_errors():
             upstream = await client.aio.models.generate_content_stream(
                 model=self.route.upstream_model, contents=gemini.contents, config=gemini.config
             )
@@ -919,7 +912,7 @@ class GeminiProvider(Provider):
             while True:
                 token = _OPENED.set(opened)
                 try:
-                    with upstream_errors(self._secret):
+                    with upstream_errors():
                         response = await upstream.__anext__()
                 except StopAsyncIteration:
                     break
@@ -939,7 +932,7 @@ class GeminiProvider(Provider):
         batches = [texts[i : i + EMBED_BATCH] for i in range(0, len(texts), EMBED_BATCH)]
         tasks = [asyncio.ensure_future(self._embed_batch(client, batch, config)) for batch in batches]
         try:
-            with upstream_errors(self._secret):
+            with upstream_errors():
                 responses = await asyncio.gather(*tasks)
         finally:
             for task in tasks:

@@ -29,6 +29,8 @@ from ..errors import (
     GatewayError,
     UpstreamError,
     from_upstream_status,
+    relayed_upstream_error,
+    upstream_failure,
     upstream_timeout,
     upstream_unreachable,
 )
@@ -83,17 +85,9 @@ def usage_only(chunk: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
 
 # ---- errors -------------------------------------------------------------------------------
 
-_KEYLIKE = re.compile(r"\b(?:sk|pk|rk|gsk|xai)-[A-Za-z0-9_\-*.]{6,}")
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
-
-
-def redact(text: str, secret: str | None = None) -> str:
-    """`text` without the route's credential or anything shaped like an API key."""
-    if secret and secret in text:
-        text = text.replace(secret, "[redacted]")
-    return _KEYLIKE.sub("[redacted]", text)
 
 
 def _json(content: bytes) -> Any:
@@ -139,26 +133,22 @@ def short_text(content: bytes, fallback: str, payload: Any = None, limit: int = 
     return text or fallback
 
 
-def passthrough_error(
-    err: dict[str, Any], status: int, retry_after: str | None = None, secret: str | None = None
-) -> GatewayError:
+def passthrough_error(err: dict[str, Any], status: int, retry_after: str | None = None) -> GatewayError:
     """An upstream OpenAI-form error with its own status, message, type, param and code (never a 401's)."""
-    base = from_upstream_status(status, "", provider=PROVIDER, retry_after=retry_after)
-    if status == 401:
-        return base  # its body can quote a masked key: never relayed
     etype, param, code = err.get("type"), err.get("param"), err.get("code")
-    return GatewayError(
-        redact(err["message"], secret),
-        type=etype if isinstance(etype, str) and etype else base.type,
+    return relayed_upstream_error(
+        status,
+        err["message"],
+        provider=PROVIDER,
+        type=etype if isinstance(etype, str) and etype else None,
         param=param if isinstance(param, str) else None,
         code=code if isinstance(code, str) else None,  # vLLM and llama.cpp put the HTTP status here
-        status=status,
-        headers=base.headers,
+        retry_after=retry_after,
     )
 
 
 def error_from_response(
-    status: int, content: bytes, *, reason: str = "", retry_after: str | None = None, secret: str | None = None
+    status: int, content: bytes, *, reason: str = "", retry_after: str | None = None
 ) -> GatewayError:
     """The gateway error for an upstream HTTP error answer."""
     if status == 401:
@@ -166,12 +156,12 @@ def error_from_response(
     payload = _json(content)
     err = openai_error_fields(payload)
     if err is not None:
-        return passthrough_error(err, status, retry_after, secret)
-    text = redact(short_text(content, reason or f"HTTP {status}", payload), secret)
+        return passthrough_error(err, status, retry_after)
+    text = short_text(content, reason or f"HTTP {status}", payload)
     return from_upstream_status(status, text, provider=PROVIDER, retry_after=retry_after)
 
 
-def error_from_event(payload: Any, secret: str | None = None) -> GatewayError:
+def error_from_event(payload: Any) -> GatewayError:
     """The gateway error for an error sent inside a 200 answer (a stream event or a JSON body)."""
     err = openai_error_fields(payload)
     if err is None:
@@ -181,7 +171,7 @@ def error_from_event(payload: Any, secret: str | None = None) -> GatewayError:
         err = {**(source or {}), "message": message}
     code = err.get("code")
     status = code if isinstance(code, int) and 400 <= code <= 599 else 502
-    return passthrough_error(err, status, secret=secret)
+    return passthrough_error(err, status)
 
 
 def transport_error(exc: Exception) -> GatewayError:
@@ -194,12 +184,12 @@ def transport_error(exc: Exception) -> GatewayError:
     if isinstance(exc, httpx.TimeoutException):
         return upstream_timeout(PROVIDER, f"{type(exc).__name__}")
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
-        return UpstreamError(
+        return upstream_failure(
             f"The {PROVIDER} upstream closed the connection before the answer ended: {detail}",
             code="upstream_connection_lost",
             headers={"retry-after": "1"},
         )
-    return UpstreamError(f"The {PROVIDER} upstream request failed: {type(exc).__name__}: {detail}")
+    return upstream_failure(f"The {PROVIDER} upstream request failed: {type(exc).__name__}: {detail}")
 
 
 # ---- server-sent events ------------------------------------------------------------------------
@@ -267,11 +257,10 @@ class ChunkReader:
     """SSE bytes in, OpenAI chunks out: stops at `[DONE]`, raises on error events, and keeps
     the upstream's usage for one final usage-only chunk."""
 
-    __slots__ = ("_secret", "_sse", "done", "error", "usage_chunk")
+    __slots__ = ("_sse", "done", "error", "usage_chunk")
 
-    def __init__(self, secret: str | None = None) -> None:
+    def __init__(self) -> None:
         self._sse = SSEDecoder()
-        self._secret = secret
         self.done = False
         self.error: GatewayError | None = None  # raised by `end()`, after the chunks that preceded it
         self.usage_chunk: dict[str, Any] | None = None
@@ -319,13 +308,11 @@ class ChunkReader:
             payload = orjson.loads(data)
         except orjson.JSONDecodeError:
             text = data[:200].decode("utf-8", "replace")
-            raise UpstreamError(
-                f"The {PROVIDER} upstream sent a malformed stream event: {redact(text, self._secret)}"
-            ) from None
+            raise upstream_failure(f"The {PROVIDER} upstream sent a malformed stream event: {text}") from None
         if not isinstance(payload, dict):
             return None
         if event == b"error" or payload.get("error") or payload.get("object") == "error":
-            raise error_from_event(payload, self._secret)
+            raise error_from_event(payload)
         if not isinstance(payload.get("choices"), list):
             return None  # a keepalive or an unknown event: nothing for the client
         return payload
@@ -432,7 +419,6 @@ class OpenAICompatProvider(Provider):
             content,
             reason=response.reason_phrase,
             retry_after=response.headers.get("retry-after"),
-            secret=self._key,
         )
 
     @staticmethod
@@ -448,11 +434,9 @@ class OpenAICompatProvider(Provider):
         payload = _json(response.content)
         if not isinstance(payload, dict):
             text = short_text(response.content, "empty body")
-            raise UpstreamError(
-                f"The {PROVIDER} upstream answered with a body that is not a JSON object: {redact(text, self._key)}"
-            )
+            raise upstream_failure(f"The {PROVIDER} upstream answered with a body that is not a JSON object: {text}")
         if payload.get("error") or payload.get("object") == "error":
-            raise error_from_event(payload, self._key)
+            raise error_from_event(payload)
         return payload
 
     # ---- the provider interface ----
@@ -471,7 +455,7 @@ class OpenAICompatProvider(Provider):
             if "application/json" in response.headers.get("content-type", ""):
                 chunks = completion_to_chunks(self._json_body(await self._read(response)))
             else:
-                reader = ChunkReader(self._key)
+                reader = ChunkReader()
                 incoming = response.aiter_bytes()
                 try:
                     async for data in incoming:

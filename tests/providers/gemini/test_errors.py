@@ -10,6 +10,7 @@ from google.genai import errors as genai_errors
 
 from completions.errors import GatewayError
 from completions.providers.gemini import from_api_error, upstream_errors
+from completions.redaction import MARKER
 from tests.fakes.gemini import error
 
 
@@ -42,28 +43,30 @@ def api_error(code: int, body: dict[str, Any], headers: dict[str, str] | None = 
         (503, error(503, "UNAVAILABLE", "overloaded"), 503, "upstream_overloaded"),
     ],
 )
-def test_api_errors_map_by_status(code: int, body: dict[str, Any], status: int, error_code: str) -> None:
-    err = from_api_error(api_error(code, body), "sekrit-key")
+def test_api_errors_map_by_status(
+    code: int, body: dict[str, Any], status: int, error_code: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "sekrit-key")
+    err = from_api_error(api_error(code, body))
     assert (err.status, err.code) == (status, error_code)
     assert "sekrit-key" not in err.message
 
 
 def test_retry_after_from_header_or_retry_info() -> None:
     info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "16.2s"}
+    assert from_api_error(api_error(429, error(429, "RESOURCE_EXHAUSTED", "q", info))).headers["retry-after"] == "17"
     assert (
-        from_api_error(api_error(429, error(429, "RESOURCE_EXHAUSTED", "q", info)), None).headers["retry-after"] == "17"
-    )
-    assert (
-        from_api_error(api_error(429, error(429, "RESOURCE_EXHAUSTED", "q"), {"retry-after": "3"}), None).headers[
+        from_api_error(api_error(429, error(429, "RESOURCE_EXHAUSTED", "q"), {"retry-after": "3"})).headers[
             "retry-after"
         ]
         == "3"
     )
 
 
-def test_credential_is_masked_in_upstream_messages() -> None:
-    err = from_api_error(api_error(400, error(400, "INVALID_ARGUMENT", "key sekrit-key is odd")), "sekrit-key")
-    assert "sekrit-key" not in err.message and "***" in err.message
+def test_credential_is_masked_in_upstream_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "sekrit-key")
+    err = from_api_error(api_error(400, error(400, "INVALID_ARGUMENT", "key sekrit-key is odd")))
+    assert "sekrit-key" not in err.message and MARKER in err.message
 
 
 @pytest.mark.parametrize(
@@ -77,6 +80,6 @@ def test_credential_is_masked_in_upstream_messages() -> None:
     ],
 )
 def test_transport_failures_map_to_gateway_errors(exc: Exception, status: int, code: str) -> None:
-    with pytest.raises(GatewayError) as caught, upstream_errors(None):
+    with pytest.raises(GatewayError) as caught, upstream_errors():
         raise exc
     assert (caught.value.status, caught.value.code) == (status, code)
