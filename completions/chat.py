@@ -17,7 +17,7 @@ from .failover import call_with_failover, first_with_timeout, with_timeout
 from .limits import Admission, check_model, limiter, settle_soon
 from .pricing import cost_nanos
 from .protocol import ChatCompletionRequest, ChunkFactory, usage
-from .providers import Provider, Route
+from .providers import Prepared, Provider, Route
 from .recorder import RequestRecord
 from .routing import router
 from .tokens import count_prompt, count_response, count_tokens
@@ -92,15 +92,18 @@ async def create(request: ChatCompletionRequest, record: RequestRecord, caller: 
 async def _serve(
     request: ChatCompletionRequest, record: RequestRecord, routes: list[Route], admission: Admission
 ) -> Outcome:
-    def check(provider: Provider) -> None:
-        provider.check(request)
+    prepared: dict[Provider, Prepared[Any]] = {}
+
+    def prepare(provider: Provider) -> None:
+        """Once per route, before its first attempt: every retry on it sends the same translation."""
+        prepared[provider] = provider.prepare(request)
 
     if not request.stream:
 
         async def complete(provider: Provider, route: Route) -> dict[str, Any]:
-            return await with_timeout(provider.complete(request), route.first_byte_timeout, route.provider)
+            return await with_timeout(provider.complete(prepared[provider]), route.first_byte_timeout, route.provider)
 
-        response, route = await call_with_failover(routes, record, router.provider, check, complete)
+        response, route = await call_with_failover(routes, record, router.provider, prepare, complete)
         use_route(record, route)
         if not response.get("usage"):
             # The upstream reported none: count it ourselves, and say so in the log.
@@ -112,7 +115,7 @@ async def _serve(
         return Outcome(body=response)
 
     async def open_stream(provider: Provider, route: Route) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
-        stream = provider.stream(request)
+        stream = provider.stream(prepared[provider])
         try:
             first = await first_with_timeout(stream, route.first_byte_timeout, route.provider)
         except StopAsyncIteration:
@@ -122,7 +125,7 @@ async def _serve(
             raise
         return first, stream
 
-    (first, stream), route = await call_with_failover(routes, record, router.provider, check, open_stream)
+    (first, stream), route = await call_with_failover(routes, record, router.provider, prepare, open_stream)
     use_route(record, route)
     return Outcome(stream=Relay(first, stream, request, record, route, admission))
 

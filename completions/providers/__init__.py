@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from .base import Provider, Route
+from .base import Prepared, Provider, Route
 
 _CLASSES = {
     "mock": "completions.providers.mock.MockProvider",
@@ -29,4 +29,4 @@ def register(name: str, dotted_path: str) -> None:
     _CLASSES[name] = dotted_path
 
 
-__all__ = ["Provider", "Route", "known", "provider_class", "register"]
+__all__ = ["Prepared", "Provider", "Route", "known", "provider_class", "register"]

@@ -65,7 +65,7 @@ from ..errors import (
     upstream_timeout,
     upstream_unreachable,
 )
-from .base import Provider, Route
+from .base import Prepared, Provider, Route
 
 PROVIDER = "anthropic"
 DEFAULT_MAX_TOKENS = 4096
@@ -688,9 +688,8 @@ class AnthropicProvider(Provider):
         super().__init__(route)
         self._client: Any = None
 
-    def check(self, request: p.ChatCompletionRequest) -> None:
-        super().check(request)
-        build_params(request, self.route)  # every 400 surfaces before any upstream call
+    def translate(self, request: p.ChatCompletionRequest) -> dict[str, Any]:
+        return build_params(request, self.route)
 
     def client(self) -> Any:
         """The pooled `AsyncAnthropic` client, created on first use with the key from the environment."""
@@ -710,18 +709,17 @@ class AnthropicProvider(Provider):
             self._client = AsyncAnthropic(**kwargs)
         return self._client
 
-    async def complete(self, request: p.ChatCompletionRequest) -> dict[str, Any]:
-        params = build_params(request, self.route)
+    async def complete(self, prepared: Prepared[dict[str, Any]]) -> dict[str, Any]:
         client = self.client()
         try:
-            message = await client.messages.create(**params)
+            message = await client.messages.create(**prepared.payload)
         except _upstream_errors() as exc:
             raise convert_error(exc) from exc
         return convert_message(message.model_dump(), self.route.upstream_model)
 
-    def stream(self, request: p.ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
-        """Translate and take the client now (a 400 or 503 raises here); events flow from the generator."""
-        return self._events(self.client(), build_params(request, self.route))
+    def stream(self, prepared: Prepared[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """Take the client now (a missing credential's 503 raises here); events flow from the generator."""
+        return self._events(self.client(), prepared.payload)
 
     async def _events(self, client: Any, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         translator = StreamTranslator(p.ChunkFactory(self.route.upstream_model))

@@ -4,6 +4,11 @@ Each provider module holds all of one provider's translation, split into pure
 functions (OpenAI request -> provider request, provider answer -> OpenAI
 response or chunks) and a small class doing the I/O. Providers raise
 `GatewayError`s with the status OpenAI would use.
+
+A request is prepared once per route, before any upstream call:
+`prepare()` checks that the route can honour it and translates it in the same
+pass, and every attempt on that route sends the same `Prepared` payload with
+`complete()` or `stream()`.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import orjson
 
@@ -85,6 +90,27 @@ CORE_PARAMS = frozenset(
 )
 
 
+def unsupported(param: str, message: str) -> InvalidRequest:
+    """The 400 for a parameter (or a value of it) this route cannot honour."""
+    return InvalidRequest(message, param=param, code="unsupported_parameter")
+
+
+def invalid(param: str, message: str) -> InvalidRequest:
+    """The 400 for a value this route's provider cannot take as it is."""
+    return InvalidRequest(message, param=param)
+
+
+PayloadT = TypeVar("PayloadT")
+
+
+@dataclass(frozen=True)
+class Prepared(Generic[PayloadT]):
+    """A request one route's provider has checked and translated: what every attempt on it sends."""
+
+    request: ChatCompletionRequest
+    payload: PayloadT  # the provider's own request (Gemini contents and config, Anthropic params, a JSON body)
+
+
 class Provider:
     """Base class: one instance per route, holding that route's pooled client."""
 
@@ -95,25 +121,33 @@ class Provider:
     def __init__(self, route: Route) -> None:
         self.route = route
 
-    def check(self, request: ChatCompletionRequest) -> None:
-        """Reject, before any upstream call, a parameter this provider cannot honour."""
+    def prepare(self, request: ChatCompletionRequest) -> Prepared[Any]:
+        """Check and translate `request` for this route in one pass, before any upstream call.
+
+        A parameter the provider does not honour, or a value it cannot, is an `InvalidRequest`
+        naming it in `param` (code `unsupported_parameter` when the provider has no equivalent).
+        """
         for param in request.model_fields_set:
             if param in CORE_PARAMS or param in self.supported_params:
                 continue
             if getattr(request, param) is None:
                 continue
-            raise InvalidRequest(
+            raise unsupported(
+                param,
                 f"The parameter `{param}` is not supported by model `{request.model}` "
                 f"(served by the {self.name} provider).",
-                param=param,
-                code="unsupported_parameter",
             )
+        return Prepared(request, self.translate(request))
 
-    async def complete(self, request: ChatCompletionRequest) -> dict[str, Any]:
+    def translate(self, request: ChatCompletionRequest) -> Any:
+        """The provider's own request for `request` (raising for what it can't honour); None if it needs none."""
+        return None
+
+    async def complete(self, prepared: Prepared[Any]) -> dict[str, Any]:
         """A whole `CreateChatCompletionResponse`, with usage."""
         raise NotImplementedError
 
-    def stream(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
+    def stream(self, prepared: Prepared[Any]) -> AsyncIterator[dict[str, Any]]:
         """Chunks as they arrive; the last one is always a usage chunk (`choices: []`)."""
         raise NotImplementedError
 

@@ -96,7 +96,7 @@ from ..errors import (
     upstream_timeout,
     upstream_unreachable,
 )
-from .base import Provider, Route
+from .base import Prepared, Provider, Route
 
 try:  # google-genai prefers httpx2 when it is installed
     import httpx2
@@ -883,15 +883,11 @@ class GeminiProvider(Provider):
             self._client = genai.Client(api_key=key, vertexai=False, http_options=http_options(self.route))
         return self._client
 
-    def _translate(self, request: p.ChatCompletionRequest) -> GeminiRequest:
-        super().check(request)
+    def translate(self, request: p.ChatCompletionRequest) -> GeminiRequest:
         return to_gemini(request, self.route.upstream_model)
 
-    def check(self, request: p.ChatCompletionRequest) -> None:
-        self._translate(request)
-
-    async def complete(self, request: p.ChatCompletionRequest) -> dict[str, Any]:
-        gemini = self._translate(request)
+    async def complete(self, prepared: Prepared[GeminiRequest]) -> dict[str, Any]:
+        gemini = prepared.payload
         client = self._sdk()
         with upstream_errors():
             response = await client.aio.models.generate_content(
@@ -899,8 +895,8 @@ class GeminiProvider(Provider):
             )
         return completion_from(response, self.route.upstream_model)
 
-    async def stream(self, request: p.ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
-        gemini = self._translate(request)
+    async def stream(self, prepared: Prepared[GeminiRequest]) -> AsyncIterator[dict[str, Any]]:
+        gemini = prepared.payload
         client = self._sdk()
         translator = StreamTranslator(p.ChunkFactory(self.route.upstream_model))
         with upstream_errors():

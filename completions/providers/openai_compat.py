@@ -34,7 +34,7 @@ from ..errors import (
     upstream_timeout,
     upstream_unreachable,
 )
-from .base import Provider, Route
+from .base import Prepared, Provider, Route
 
 PROVIDER = "openai"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -440,17 +440,19 @@ class OpenAICompatProvider(Provider):
         return payload
 
     # ---- the provider interface ----
-    async def complete(self, request: p.ChatCompletionRequest) -> dict[str, Any]:
-        body = chat_body(request, self.route.upstream_model, stream=False)
-        response = await self._post(self._chat_url, body, stream=False)
+    def translate(self, request: p.ChatCompletionRequest) -> dict[str, Any]:
+        """The upstream body, for the mode the request asks for (`stream`)."""
+        return chat_body(request, self.route.upstream_model, stream=bool(request.stream), force_usage=self._force_usage)
+
+    async def complete(self, prepared: Prepared[dict[str, Any]]) -> dict[str, Any]:
+        response = await self._post(self._chat_url, prepared.payload, stream=False)
         payload = self._json_body(response)
         if not isinstance(payload.get("choices"), list):
             raise UpstreamError(f"The {PROVIDER} upstream answered without `choices`.")
         return payload
 
-    async def stream(self, request: p.ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
-        body = chat_body(request, self.route.upstream_model, stream=True, force_usage=self._force_usage)
-        response = await self._post(self._chat_url, body, stream=True)
+    async def stream(self, prepared: Prepared[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        response = await self._post(self._chat_url, prepared.payload, stream=True)
         try:
             if "application/json" in response.headers.get("content-type", ""):
                 chunks = completion_to_chunks(self._json_body(await self._read(response)))

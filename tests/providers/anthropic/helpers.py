@@ -35,9 +35,9 @@ def params(route: Route = ROUTE, **body: Any) -> dict[str, Any]:
 
 
 def rejection(route: Route = ROUTE, **body: Any) -> InvalidRequest:
-    """The 400 the provider's check raises for `body` (before any upstream call)."""
+    """The 400 the provider's prepare() raises for `body` (before any upstream call)."""
     with pytest.raises(InvalidRequest) as exc:
-        AnthropicProvider(route).check(request(**body))
+        AnthropicProvider(route).prepare(request(**body))
     return exc.value
 
 
@@ -59,6 +59,6 @@ def provider_for(fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatch, **route: 
 
 async def drain(provider: AnthropicProvider, req: p.ChatCompletionRequest) -> list[dict[str, Any]]:
     try:
-        return [chunk async for chunk in provider.stream(req)]
+        return [chunk async for chunk in provider.stream(provider.prepare(req))]
     finally:
         await provider.aclose()

@@ -61,7 +61,7 @@ def test_unreachable_upstream_and_missing_credential(fake: FakeAnthropic, monkey
         asyncio.run(drain(provider, request()))
     assert exc.value.code == "upstream_unreachable"
     with pytest.raises(UpstreamError):
-        asyncio.run(provider.complete(request()))
+        asyncio.run(provider.complete(provider.prepare(request())))
     monkeypatch.delenv("TEST_ANTHROPIC_KEY")
     keyless = AnthropicProvider(
         Route(
@@ -73,6 +73,6 @@ def test_unreachable_upstream_and_missing_credential(fake: FakeAnthropic, monkey
         )
     )
     with pytest.raises(ServiceUnavailable) as missing:
-        asyncio.run(keyless.complete(request()))
+        asyncio.run(keyless.complete(keyless.prepare(request())))
     assert missing.value.code == "upstream_credential_missing"
     assert fake.requests == []

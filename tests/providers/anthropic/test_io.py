@@ -23,7 +23,7 @@ def test_stream_yields_nothing_before_the_first_upstream_event(
     provider = provider_for(fake, monkeypatch)
 
     async def run() -> tuple[bool, dict[str, Any]]:
-        stream = provider.stream(request())
+        stream = provider.stream(provider.prepare(request()))
         first = asyncio.ensure_future(stream.__anext__())
         await asyncio.sleep(0.3)
         early = first.done()
@@ -54,7 +54,7 @@ def test_default_key_variable_and_timeouts(fake: FakeAnthropic, monkeypatch: pyt
 
     async def run() -> dict[str, Any]:
         try:
-            return await provider.complete(request())
+            return await provider.complete(provider.prepare(request()))
         finally:
             await provider.aclose()
 

@@ -273,7 +273,7 @@ def test_unhonourable_parameters_are_400(body: dict[str, Any], param: str) -> No
 
 
 def test_neutral_values_of_unsupported_parameters_pass() -> None:
-    AnthropicProvider(ROUTE).check(
+    AnthropicProvider(ROUTE).prepare(
         request(
             n=1,
             logprobs=False,

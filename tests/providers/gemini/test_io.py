@@ -47,7 +47,7 @@ def test_closing_the_stream_between_chunks_hangs_up_at_once(fake: FakeGemini) ->
     provider = GeminiProvider(route(base_url=fake.url))
 
     async def run() -> int:
-        stream = provider.stream(chat(stream=True))
+        stream = provider.stream(provider.prepare(chat(stream=True)))
         first = await stream.__anext__()
         assert first["choices"][0]["delta"]["content"] == "first"
         await stream.aclose()

@@ -382,16 +382,16 @@ def test_reasoning_effort_without_equivalent_is_a_400(model: str, effort: str) -
         ),
     ],
 )
-def test_check_rejects_what_gemini_cannot_honour(params: dict[str, Any], param: str) -> None:
+def test_prepare_rejects_what_gemini_cannot_honour(params: dict[str, Any], param: str) -> None:
     provider = GeminiProvider(route())
     with pytest.raises(InvalidRequest) as exc:
-        provider.check(chat(**params))
+        provider.prepare(chat(**params))
     assert (exc.value.param, exc.value.code, exc.value.status) == (param, "unsupported_parameter", 400)
     assert "gemini" in exc.value.message.lower() or param in exc.value.message
 
 
-def test_check_accepts_what_gemini_honours() -> None:
-    GeminiProvider(route()).check(
+def test_prepare_accepts_what_gemini_honours() -> None:
+    GeminiProvider(route()).prepare(
         chat(
             temperature=1,
             top_p=1,

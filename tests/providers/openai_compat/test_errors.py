@@ -173,7 +173,7 @@ def test_transport_errors(exc: Exception, status: int, code: str) -> None:
 def test_missing_credential_is_503_before_any_request(fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(KEY_ENV)
     with pytest.raises(GatewayError) as exc:
-        run(lambda p: p.complete(chat_request()), route_for(fake))
+        run(lambda p: p.complete(p.prepare(chat_request())), route_for(fake))
     assert (exc.value.status, exc.value.code) == (503, "upstream_credential_missing")
     assert fake.requests == []
 
@@ -181,14 +181,14 @@ def test_missing_credential_is_503_before_any_request(fake: FakeOpenAI, monkeypa
 def test_complete_with_an_error_inside_a_200(fake: FakeOpenAI) -> None:
     fake.script(Reply(json=error("context too long", code="context_length_exceeded")))
     with pytest.raises(GatewayError) as exc:
-        run(lambda p: p.complete(chat_request()), route_for(fake))
+        run(lambda p: p.complete(p.prepare(chat_request())), route_for(fake))
     assert exc.value.code == "context_length_exceeded" and exc.value.message == "context too long"
 
 
 def test_complete_with_a_non_json_200(fake: FakeOpenAI) -> None:
     fake.script(Reply(body=b"<html>captive portal</html>"))
     with pytest.raises(UpstreamError) as exc:
-        run(lambda p: p.complete(chat_request()), route_for(fake))
+        run(lambda p: p.complete(p.prepare(chat_request())), route_for(fake))
     assert "not a JSON object" in exc.value.message
 
 
@@ -202,7 +202,7 @@ def test_stream_error_status_surfaces_from_the_first_anext(fake: FakeOpenAI) -> 
     )
 
     async def first(p: OpenAICompatProvider) -> Any:
-        stream = p.stream(chat_request(stream=True))
+        stream = p.stream(p.prepare(chat_request(stream=True)))
         return await anext(stream)
 
     with pytest.raises(GatewayError) as exc:
@@ -222,7 +222,7 @@ def test_stream_mid_stream_error_event_raises(fake: FakeOpenAI) -> None:
     got: list[dict[str, Any]] = []
 
     async def consume(p: OpenAICompatProvider) -> None:
-        async for c in p.stream(chat_request(stream=True)):
+        async for c in p.stream(p.prepare(chat_request(stream=True))):
             got.append(c)
 
     with pytest.raises(GatewayError) as exc:
@@ -235,7 +235,7 @@ def test_stream_drop_raises_connection_lost(fake: FakeOpenAI) -> None:
     got: list[dict[str, Any]] = []
 
     async def consume(p: OpenAICompatProvider) -> None:
-        async for c in p.stream(chat_request(stream=True)):
+        async for c in p.stream(p.prepare(chat_request(stream=True))):
             got.append(c)
 
     with pytest.raises(UpstreamError) as exc:
@@ -246,5 +246,5 @@ def test_stream_drop_raises_connection_lost(fake: FakeOpenAI) -> None:
 def test_connection_refused_is_unreachable() -> None:
     route = route_for(base_url=f"http://127.0.0.1:{free_port()}/v1", api_key_env="")
     with pytest.raises(GatewayError) as exc:
-        run(lambda p: drain(p.stream(chat_request(stream=True))), route)
+        run(lambda p: drain(p.stream(p.prepare(chat_request(stream=True)))), route)
     assert (exc.value.status, exc.value.code) == (502, "upstream_unreachable")

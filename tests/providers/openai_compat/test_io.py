@@ -45,7 +45,7 @@ def test_base_url_and_timeouts() -> None:
 
 def test_complete_sends_the_body_and_returns_the_upstream_json(fake: FakeOpenAI) -> None:
     route = route_for(fake, options={"headers": {"OpenAI-Organization": "org-1"}})
-    result = run(lambda p: p.complete(chat_request(temperature=0.2, seed=3)), route)
+    result = run(lambda p: p.complete(p.prepare(chat_request(temperature=0.2, seed=3))), route)
     assert result == completion()
     (sent,) = fake.requests
     assert (sent.method, sent.path) == ("POST", "/v1/chat/completions")
@@ -56,21 +56,21 @@ def test_complete_sends_the_body_and_returns_the_upstream_json(fake: FakeOpenAI)
 
 
 def test_no_key_env_sends_no_authorization(fake: FakeOpenAI) -> None:
-    run(lambda p: p.complete(chat_request()), route_for(fake, api_key_env=""))
+    run(lambda p: p.complete(p.prepare(chat_request())), route_for(fake, api_key_env=""))
     assert "authorization" not in fake.requests[0].headers
 
 
 def test_custom_auth_header(fake: FakeOpenAI) -> None:
-    run(lambda p: p.complete(chat_request()), route_for(fake, options={"auth_header": "api-key"}))
+    run(lambda p: p.complete(p.prepare(chat_request())), route_for(fake, options={"auth_header": "api-key"}))
     headers = fake.requests[0].headers
     assert headers["api-key"] == KEY and "authorization" not in headers
 
 
 def test_key_rotation_is_picked_up(fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
     async def twice(p: OpenAICompatProvider) -> None:
-        await p.complete(chat_request())
+        await p.complete(p.prepare(chat_request()))
         monkeypatch.setenv(KEY_ENV, "sk-rotated-key")
-        await p.complete(chat_request())
+        await p.complete(p.prepare(chat_request()))
 
     run(twice, route_for(fake))
     assert [r.headers["authorization"] for r in fake.requests] == [f"Bearer {KEY}", "Bearer sk-rotated-key"]
@@ -78,11 +78,13 @@ def test_key_rotation_is_picked_up(fake: FakeOpenAI, monkeypatch: pytest.MonkeyP
 
 def test_one_pooled_connection_serves_sequential_requests(fake: FakeOpenAI) -> None:
     async def four(p: OpenAICompatProvider) -> None:
-        await p.complete(chat_request())
+        await p.complete(p.prepare(chat_request()))
         client = p._client
-        await drain(p.stream(chat_request(stream=True)))  # read to [DONE]: the connection goes back to the pool
-        await drain(p.stream(chat_request(stream=True)))
-        await p.complete(chat_request())
+        await drain(
+            p.stream(p.prepare(chat_request(stream=True)))
+        )  # read to [DONE]: the connection goes back to the pool
+        await drain(p.stream(p.prepare(chat_request(stream=True))))
+        await p.complete(p.prepare(chat_request()))
         assert p._client is client
 
     run(four, route_for(fake))
@@ -91,13 +93,13 @@ def test_one_pooled_connection_serves_sequential_requests(fake: FakeOpenAI) -> N
 
 def test_complete_without_usage_is_relayed_without_usage(fake: FakeOpenAI) -> None:
     fake.script(Reply(json=completion("four words right here", usage=None)))
-    result = run(lambda p: p.complete(chat_request()), route_for(fake))
+    result = run(lambda p: p.complete(p.prepare(chat_request())), route_for(fake))
     assert "usage" not in result  # the gateway counts it (see test_e2e_missing_usage_is_counted_and_marked)
     assert_valid(result, "CreateChatCompletionResponse")
 
 
 def test_stream_relays_chunks_and_forces_usage(fake: FakeOpenAI) -> None:
-    chunks = run(lambda p: drain(p.stream(chat_request(stream=True))), route_for(fake))
+    chunks = run(lambda p: drain(p.stream(p.prepare(chat_request(stream=True)))), route_for(fake))
     assert chunks == [e for e in text_events(usage=USAGE) if e != DONE]
     assert fake.requests[0].json["stream_options"] == {"include_usage": True}
 
@@ -108,7 +110,7 @@ def test_stream_first_chunk_arrives_before_the_rest_exists(fake: FakeOpenAI) -> 
     fake.script(Reply(events=[events[0], gate, *events[1:]]))
 
     async def first_then_rest(p: OpenAICompatProvider) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        stream = p.stream(chat_request(stream=True))
+        stream = p.stream(p.prepare(chat_request(stream=True)))
         first = await asyncio.wait_for(anext(stream), 5)
         gate.open()
         return first, await drain(stream)
@@ -135,7 +137,7 @@ def test_stream_framing_split_across_network_reads(fake: FakeOpenAI) -> None:
         raw_usage[5:] + b"\n\ndata: [DONE]\n\n",
     ]
     fake.script(Reply(events=pieces))
-    chunks = run(lambda p: drain(p.stream(chat_request(stream=True))), route_for(fake))
+    chunks = run(lambda p: drain(p.stream(p.prepare(chat_request(stream=True)))), route_for(fake))
     assert [c["choices"][0]["delta"].get("content") for c in chunks[:-1]] == ["Hi", " there"]
     assert chunks[-1]["usage"] == USAGE
 
@@ -146,7 +148,7 @@ def test_closing_the_stream_early_closes_the_upstream(fake: FakeOpenAI) -> None:
     fake.script(Reply(events=[events[0], gate, *events[1:]]))
 
     async def first_then_close(p: OpenAICompatProvider) -> int:
-        stream = p.stream(chat_request(stream=True))
+        stream = p.stream(p.prepare(chat_request(stream=True)))
         await anext(stream)
         await stream.aclose()  # type: ignore[attr-defined]
         # Closed by then, not later by a garbage-collection finalizer (httpx's pool is private API).
@@ -165,7 +167,7 @@ def test_closing_the_stream_early_closes_the_upstream(fake: FakeOpenAI) -> None:
 
 def test_stream_answered_with_json_is_turned_into_chunks(fake: FakeOpenAI) -> None:
     fake.script(Reply(json=completion("whole answer")))
-    chunks = run(lambda p: drain(p.stream(chat_request(stream=True))), route_for(fake))
+    chunks = run(lambda p: drain(p.stream(p.prepare(chat_request(stream=True)))), route_for(fake))
     assert chunks[0]["choices"][0]["delta"]["content"] == "whole answer"
     assert chunks[-1]["usage"] == USAGE
 

@@ -74,5 +74,5 @@ def test_embedding_body_asks_for_floats() -> None:
 
 def test_every_parameter_is_left_to_the_upstream() -> None:
     provider = OpenAICompatProvider(route_for())
-    provider.check(validate(ChatCompletionRequest, FULL_REQUEST))  # no InvalidRequest
+    provider.prepare(validate(ChatCompletionRequest, FULL_REQUEST))  # no InvalidRequest
     assert provider.supported_params == frozenset(ChatCompletionRequest.model_fields)

@@ -1,0 +1,149 @@
+"""The provider contract: a request is prepared (checked and translated) once per route, and every
+attempt on that route sends that same prepared request.
+
+Through the gateway with a counting provider double: retries reuse one `Prepared`; an unsupported
+parameter is the client's 400 on the requested model's own route and skips a fallback route. Against
+each real provider and its fake: a `Prepared` sent twice puts the same bytes on the wire, so reusing it
+across retries is safe with the SDKs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from completions import protocol as p
+from completions.failover import breakers
+from completions.providers import Provider, provider_class, register
+from completions.providers.base import Route
+from tests.conftest import log_rows
+from tests.fakes import anthropic as fa
+from tests.fakes import gemini as fg
+from tests.fakes import openai_server as fo
+from tests.fakes.base import FakeUpstream
+from tests.fakes.counting import CountingProvider
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def counting(gateway: Any, settings: Any) -> Iterator[dict[str, list[tuple[str, int]]]]:
+    from completions.models import ModelRoute
+
+    register("counting", "tests.fakes.counting.CountingProvider")
+    settings.GATEWAY_RETRY_BASE_SECONDS = 0.01
+    CountingProvider.log.clear()
+    breakers.reset()
+
+    def route(model: str, **fields: Any) -> None:
+        ModelRoute.objects.create(model_name=model, provider="counting", upstream_model=f"up-{model}", **fields)
+
+    route("flaky", max_retries=2, options={"fail": 2, "breaker_failures": 100})
+    route("picky", max_retries=0, options={"reject": ["seed"]})
+    route("down", max_retries=0, fallbacks=["picky", "lenient"], options={"fail": 100, "breaker_failures": 100})
+    route("lenient", max_retries=0)
+    yield CountingProvider.log
+    breakers.reset()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+def test_retries_send_the_request_prepared_once(client: Any, counting: Any, stream: bool) -> None:
+    result = client.chat.completions.create(model="flaky", messages=HI, stream=stream)
+    text = "".join(c.choices[0].delta.content or "" for c in result if c.choices) if stream else None
+    assert (text if stream else result.choices[0].message.content) == "served by flaky"
+    entries = counting["flaky"]
+    assert [kind for kind, _ in entries] == ["prepare", "attempt", "attempt", "attempt"]
+    assert len({prepared for _, prepared in entries}) == 1  # one Prepared, sent three times
+    (row,) = log_rows(model="flaky")
+    assert [a["ok"] for a in row.attempts] == [False, False, True]
+
+
+def test_unsupported_parameter_on_the_requested_route_is_the_clients_400(client: Any, counting: Any) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="picky", messages=HI, seed=7)
+    assert (caught.value.code, caught.value.param) == ("unsupported_parameter", "seed")
+    assert "picky" not in counting  # rejected while preparing: never attempted
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+def test_unsupported_parameter_on_a_fallback_route_skips_it(client: Any, counting: Any, stream: bool) -> None:
+    result = client.chat.completions.create(model="down", messages=HI, seed=7, stream=stream)
+    text = "".join(c.choices[0].delta.content or "" for c in result if c.choices) if stream else None
+    assert (text if stream else result.choices[0].message.content) == "served by lenient"
+    assert "picky" not in counting  # its prepare raised before being logged: never attempted
+    assert [kind for kind, _ in counting["lenient"]] == ["prepare", "attempt"]
+    (row,) = log_rows(model="down")
+    assert [(a["model"], a["ok"], a.get("skipped")) for a in row.attempts] == [
+        ("down", False, None),
+        ("picky", False, "unsupported parameters"),
+        ("lenient", True, None),
+    ]
+
+
+# ---- one Prepared, sent twice, same bytes: each real provider against its fake -------------------
+
+
+@pytest.fixture
+def upstream(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    gemini_server: fg.FakeGemini,
+    anthropic_server: fa.FakeAnthropic,
+    openai_server: fo.FakeOpenAI,
+) -> Iterator[tuple[Provider, FakeUpstream]]:
+    name = request.param
+    fake: FakeUpstream = {"gemini": gemini_server, "anthropic": anthropic_server, "openai": openai_server}[name]
+    fake.reset()
+    monkeypatch.setenv("CONTRACT_UPSTREAM_KEY", "test-key")  # the key the fake Gemini accepts
+    route = Route(
+        model_name="m",
+        provider=name,
+        upstream_model="gemini-2.5-flash" if name == "gemini" else "some-model",
+        base_url=fake.url + ("/v1" if name == "openai" else ""),
+        api_key_env="CONTRACT_UPSTREAM_KEY",
+    )
+    yield provider_class(name)(route), fake
+    fake.reset()
+
+
+REQUEST = {
+    "model": "m",
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Weather?"}]},
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ],
+    "tools": [{"type": "function", "function": {"name": "w", "parameters": {"type": "object"}}}],
+    "temperature": 0.5,
+    "max_tokens": 50,
+    "stop": ["END"],
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+@pytest.mark.parametrize("upstream", ["gemini", "anthropic", "openai"], indirect=True)
+def test_a_prepared_request_sent_twice_is_the_same_bytes(upstream: tuple[Provider, FakeUpstream], stream: bool) -> None:
+    provider, fake = upstream
+    prepared = provider.prepare(p.validate(p.ChatCompletionRequest, {**REQUEST, "stream": stream}))
+
+    async def twice() -> None:
+        try:
+            for _ in range(2):
+                if stream:
+                    assert [chunk async for chunk in provider.stream(prepared)]
+                else:
+                    assert (await provider.complete(prepared))["choices"]
+        finally:
+            await provider.aclose()
+
+    asyncio.run(twice())
+    first, second = fake.requests
+    assert first.path == second.path and first.body == second.body
