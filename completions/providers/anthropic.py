@@ -546,7 +546,7 @@ def convert_message(message: dict[str, Any], model: str) -> dict[str, Any]:
 
 @dataclass
 class StreamTranslator:
-    """Turns Anthropic stream events (dicts), one at a time, into OpenAI chunks."""
+    """Turns Anthropic stream events (dicts), one at a time, into OpenAI chunks (`base.StreamTranslator`)."""
 
     chunks: p.ChunkFactory
     usage: dict[str, Any] = field(default_factory=dict)
@@ -554,7 +554,7 @@ class StreamTranslator:
     tool_index: dict[int, int] = field(default_factory=dict)  # Anthropic block index -> OpenAI tool call index
     thinking: dict[int, dict[str, Any]] = field(default_factory=dict)
     started: bool = False
-    finish: str | None = None
+    reason: str | None = None  # the OpenAI finish reason, once message_delta told it
 
     def _delta(self, delta: dict[str, Any]) -> dict[str, Any]:
         if not self.started:
@@ -575,10 +575,10 @@ class StreamTranslator:
         if kind == "message_delta":
             self._add_usage(event.get("usage"))
             reason = (event.get("delta") or {}).get("stop_reason")
-            if reason is not None and self.finish is None:
-                self.finish = finish_reason(reason)
+            if reason is not None and self.reason is None:
+                self.reason = finish_reason(reason)
                 out = [] if self.started else [self._delta({"content": ""})]
-                return [*out, self.chunks.delta(0, {}, finish_reason=self.finish)]
+                return [*out, self.chunks.delta(0, {}, finish_reason=self.reason)]
         return []  # content_block_stop, message_stop, ping and unknown events
 
     def _block_start(self, index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
@@ -626,14 +626,14 @@ class StreamTranslator:
             if value is not None:
                 self.usage[key] = value
 
-    def end(self) -> dict[str, Any]:
+    def finish(self) -> list[dict[str, Any]]:
         """The closing usage chunk; an upstream stream that never finished is an error."""
-        if self.finish is None:
+        if self.reason is None:
             raise UpstreamError(
                 f"The {PROVIDER} upstream ended the stream before the message was complete.",
                 code="upstream_incomplete_stream",
             )
-        return self.chunks.usage(convert_usage(self.usage))
+        return [self.chunks.usage(convert_usage(self.usage))]
 
 
 # ---- errors --------------------------------------------------------------------------------------
@@ -735,7 +735,8 @@ class AnthropicProvider(Provider):
                         yield chunk
             except errors as exc:
                 raise convert_error(exc) from exc
-        yield translator.end()
+        for chunk in translator.finish():
+            yield chunk
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -17,7 +17,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import orjson
 
@@ -101,6 +101,22 @@ def invalid(param: str, message: str) -> InvalidRequest:
 
 
 PayloadT = TypeVar("PayloadT")
+EventT_contra = TypeVar("EventT_contra", contravariant=True)
+
+
+class StreamTranslator(Protocol[EventT_contra]):
+    """The one shape of every provider's stream translation: upstream events in, OpenAI chunks out."""
+
+    def feed(self, event: EventT_contra) -> list[dict[str, Any]]:
+        """The chunks one upstream event produces (often none); raises the gateway error an error event means."""
+        ...
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The chunks due once the upstream ended: what is still open, then the usage chunk (last, if any).
+
+        Raises when the way the stream ended is itself an error (cut short, an error event held back).
+        """
+        ...
 
 
 @dataclass(frozen=True)

@@ -639,7 +639,7 @@ class ChoiceState:
 
 @dataclass
 class StreamTranslator:
-    """Turns Gemini stream chunks into OpenAI chunks, one Gemini chunk at a time."""
+    """Turns Gemini stream chunks into OpenAI chunks, one Gemini chunk at a time (`base.StreamTranslator`)."""
 
     chunks: p.ChunkFactory
     choices: dict[int, ChoiceState] = field(default_factory=dict)

@@ -3,8 +3,9 @@
 The request goes upstream as the client sent it, with `model` rewritten; the
 answer comes back already in OpenAI's shape and is relayed as is. The pure
 part (request bodies, SSE decoding, usage handling, error mapping) is plain
-functions and two small classes; `OpenAICompatProvider` does the I/O over one
-pooled `httpx.AsyncClient` per route.
+functions and two small classes (an SSE decoder and the stream translator);
+`OpenAICompatProvider` does the I/O over one pooled `httpx.AsyncClient` per
+route.
 
 Route options: `headers` (extra request headers), `auth_header` (send the raw
 key in this header instead of `Authorization: Bearer`, e.g. Azure's
@@ -253,22 +254,22 @@ class SSEDecoder:
         return events
 
 
-class ChunkReader:
-    """SSE bytes in, OpenAI chunks out: stops at `[DONE]`, raises on error events, and keeps
-    the upstream's usage for one final usage-only chunk."""
+class StreamTranslator:
+    """SSE bytes in, OpenAI chunks out (`base.StreamTranslator`): stops at `[DONE]`, raises on
+    error events, and keeps the upstream's usage for one final usage-only chunk."""
 
     __slots__ = ("_sse", "done", "error", "usage_chunk")
 
     def __init__(self) -> None:
         self._sse = SSEDecoder()
         self.done = False
-        self.error: GatewayError | None = None  # raised by `end()`, after the chunks that preceded it
+        self.error: GatewayError | None = None  # raised by `finish()`, after the chunks that preceded it
         self.usage_chunk: dict[str, Any] | None = None
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         return self._chunks(self._sse.feed(data))
 
-    def end(self) -> list[dict[str, Any]]:
+    def finish(self) -> list[dict[str, Any]]:
         """The chunks still pending when the upstream ended, then the usage chunk if any."""
         out = [] if self.done else self._chunks(self._sse.flush())
         if self.error is not None:
@@ -457,7 +458,7 @@ class OpenAICompatProvider(Provider):
             if "application/json" in response.headers.get("content-type", ""):
                 chunks = completion_to_chunks(self._json_body(await self._read(response)))
             else:
-                reader = ChunkReader()
+                reader = StreamTranslator()
                 incoming = response.aiter_bytes()
                 try:
                     async for data in incoming:
@@ -471,7 +472,7 @@ class OpenAICompatProvider(Provider):
                     raise transport_error(exc) from None
                 finally:
                     await incoming.aclose()
-                chunks = reader.end()
+                chunks = reader.finish()
             for chunk in chunks:
                 yield chunk
         finally:

@@ -147,3 +147,18 @@ def test_a_prepared_request_sent_twice_is_the_same_bytes(upstream: tuple[Provide
     asyncio.run(twice())
     first, second = fake.requests
     assert first.path == second.path and first.body == second.body
+
+
+# ---- one stream-translator shape ------------------------------------------------------------------
+
+
+def test_every_stream_translator_has_the_one_shape() -> None:
+    """feed(event) -> chunks and finish() -> chunks, for each provider that translates a stream."""
+    import inspect
+
+    from completions.providers import anthropic, gemini, openai_compat
+
+    for translator in (gemini.StreamTranslator, anthropic.StreamTranslator, openai_compat.StreamTranslator):
+        feed, finish = inspect.signature(translator.feed), inspect.signature(translator.finish)
+        assert (len(feed.parameters), list(finish.parameters)) == (2, ["self"]), translator
+        assert feed.return_annotation == finish.return_annotation == "list[dict[str, Any]]", translator

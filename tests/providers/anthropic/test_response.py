@@ -101,7 +101,7 @@ def test_tool_use_message() -> None:
 def translate(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     translator = StreamTranslator(p.ChunkFactory("claude-sonnet-4-6"))
     chunks = [chunk for event in events for chunk in translator.feed(event)]
-    return [*chunks, translator.end()]
+    return [*chunks, *translator.finish()]
 
 
 def reassemble(chunks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -179,5 +179,5 @@ def test_stream_that_never_finishes_is_an_error() -> None:
     for event in stream_events(msg)[:-2]:  # no message_delta, no message_stop
         translator.feed(event)
     with pytest.raises(UpstreamError) as exc:
-        translator.end()
+        translator.finish()
     assert exc.value.code == "upstream_incomplete_stream"

@@ -11,7 +11,7 @@ import orjson
 
 from completions.protocol import ChatCompletionRequest, validate
 from completions.providers.base import Route
-from completions.providers.openai_compat import ChunkReader, OpenAICompatProvider
+from completions.providers.openai_compat import OpenAICompatProvider, StreamTranslator
 from tests.fakes.openai_server import MODEL, FakeOpenAI
 
 QUESTION = [{"role": "user", "content": "Say hello."}]
@@ -164,6 +164,6 @@ def sse(*events: Any) -> bytes:
     return out
 
 
-def read_all(raw: bytes, reader: ChunkReader | None = None) -> list[dict[str, Any]]:
-    reader = reader or ChunkReader()
-    return reader.feed(raw) + reader.end()
+def read_all(raw: bytes, reader: StreamTranslator | None = None) -> list[dict[str, Any]]:
+    reader = reader or StreamTranslator()
+    return reader.feed(raw) + reader.finish()

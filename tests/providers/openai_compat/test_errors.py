@@ -11,8 +11,8 @@ import pytest
 
 from completions.errors import GatewayError, UpstreamAuthFailed, UpstreamError
 from completions.providers.openai_compat import (
-    ChunkReader,
     OpenAICompatProvider,
+    StreamTranslator,
     error_from_event,
     error_from_response,
     transport_error,
@@ -62,24 +62,24 @@ from tests.providers.openai_compat.helpers import KEY_ENV, chat_request, drain, 
 )
 def test_reader_raises_error_events(raw: bytes, status: int, etype: str, code: str | None, message: str) -> None:
     with pytest.raises(GatewayError) as exc:
-        ChunkReader().feed(raw)
+        StreamTranslator().feed(raw)
     err = exc.value
     assert (err.status, err.type, err.code, err.message) == (status, etype, code, message)
     assert_valid(err.body(), "ErrorResponse")
 
 
 def test_reader_relays_chunks_read_together_with_a_later_error_first() -> None:
-    reader = ChunkReader()
+    reader = StreamTranslator()
     got = reader.feed(sse(chunk({"content": "a"}), error("late", type="server_error"), chunk({"content": "never"})))
     assert got == [chunk({"content": "a"})] and reader.done
     with pytest.raises(GatewayError) as exc:
-        reader.end()
+        reader.finish()
     assert exc.value.message == "late"
 
 
 def test_reader_rejects_malformed_json() -> None:
     with pytest.raises(UpstreamError) as exc:
-        ChunkReader().feed(b"data: {not json\n\n")
+        StreamTranslator().feed(b"data: {not json\n\n")
     assert "malformed stream event" in exc.value.message
 
 

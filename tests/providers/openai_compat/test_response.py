@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from completions.providers.openai_compat import ChunkReader, SSEDecoder, completion_to_chunks
+from completions.providers.openai_compat import SSEDecoder, StreamTranslator, completion_to_chunks
 from completions.tokens import count_response
 from tests.fakes.openai_server import DONE, MODEL, USAGE, chunk, completion, text_events, usage_chunk
 from tests.openapi import assert_valid
@@ -99,11 +99,11 @@ def test_reader_without_usage_just_ends() -> None:
 
 
 def test_reader_stops_at_done_and_skips_keepalives() -> None:
-    reader = ChunkReader()
+    reader = StreamTranslator()
     chunks = reader.feed(sse({}, chunk({"content": "a"}), DONE, chunk({"content": "after"})))
     assert [c["choices"][0]["delta"]["content"] for c in chunks] == ["a"]
     assert reader.done
-    assert reader.end() == []
+    assert reader.finish() == []
 
 
 def test_reader_keeps_null_usage_on_content_chunks() -> None:
