@@ -62,10 +62,11 @@ from ..errors import (
     InvalidRequest,
     UpstreamError,
     from_upstream_status,
+    upstream_failure,
     upstream_timeout,
     upstream_unreachable,
 )
-from .base import Prepared, Provider, Route
+from .base import Prepared, Provider, Route, upstream_failures
 
 PROVIDER = "anthropic"
 DEFAULT_MAX_TOKENS = 4096
@@ -639,13 +640,12 @@ class StreamTranslator:
 # ---- errors --------------------------------------------------------------------------------------
 
 
-def convert_error(exc: BaseException) -> GatewayError:
-    """The OpenAI-side error for an SDK or HTTP failure, by status code (never by SDK class)."""
+def upstream_error(exc: Exception) -> GatewayError | None:
+    """Anthropic's one mapping of upstream failures: API errors by status code (never by SDK class),
+    transport failures by kind; None for anything that is not an upstream failure."""
     import anthropic
     import httpx2
 
-    if isinstance(exc, GatewayError):
-        return exc
     if isinstance(exc, anthropic.APIStatusError):
         status = exc.status_code
         in_stream = status < 400  # an `error` event inside a 200 stream
@@ -659,16 +659,13 @@ def convert_error(exc: BaseException) -> GatewayError:
     if isinstance(exc, anthropic.APIConnectionError):
         cause = exc.__cause__
         return upstream_unreachable(PROVIDER, type(cause).__name__ if cause else "connection error")
-    if isinstance(exc, httpx2.TransportError):
+    if isinstance(exc, httpx2.TransportError):  # a cut mid-stream is the HTTP library's, not the SDK's
         return upstream_unreachable(PROVIDER, f"the connection broke mid-stream ({type(exc).__name__})")
-    return UpstreamError(f"The {PROVIDER} upstream sent an answer the gateway could not read ({type(exc).__name__}).")
-
-
-def _upstream_errors() -> tuple[type[BaseException], ...]:
-    import anthropic
-    import httpx2
-
-    return (anthropic.APIError, httpx2.HTTPError, httpx2.StreamError)
+    if isinstance(exc, (anthropic.APIError, httpx2.HTTPError, httpx2.StreamError)):
+        return upstream_failure(
+            f"The {PROVIDER} upstream sent an answer the gateway could not read ({type(exc).__name__})."
+        )
+    return None
 
 
 # ---- I/O -----------------------------------------------------------------------------------------
@@ -711,10 +708,8 @@ class AnthropicProvider(Provider):
 
     async def complete(self, prepared: Prepared[dict[str, Any]]) -> dict[str, Any]:
         client = self.client()
-        try:
+        with upstream_failures(upstream_error):
             message = await client.messages.create(**prepared.payload)
-        except _upstream_errors() as exc:
-            raise convert_error(exc) from exc
         return convert_message(message.model_dump(), self.route.upstream_model)
 
     def stream(self, prepared: Prepared[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
@@ -723,18 +718,13 @@ class AnthropicProvider(Provider):
 
     async def _events(self, client: Any, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         translator = StreamTranslator(p.ChunkFactory(self.route.upstream_model))
-        errors = _upstream_errors()
-        try:
+        with upstream_failures(upstream_error):
             upstream = await client.messages.create(**params, stream=True)
-        except errors as exc:
-            raise convert_error(exc) from exc
         async with upstream:  # closes the upstream HTTP stream however this generator ends
-            try:
+            with upstream_failures(upstream_error):
                 async for event in upstream:
                     for chunk in translator.feed(event.model_dump()):
                         yield chunk
-            except errors as exc:
-                raise convert_error(exc) from exc
         for chunk in translator.finish():
             yield chunk
 
@@ -744,4 +734,4 @@ class AnthropicProvider(Provider):
             await client.close()
 
 
-__all__ = ["AnthropicProvider", "StreamTranslator", "build_params", "convert_error", "convert_message"]
+__all__ = ["AnthropicProvider", "StreamTranslator", "build_params", "convert_message", "upstream_error"]

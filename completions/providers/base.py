@@ -14,14 +14,15 @@ pass, and every attempt on that route sends the same `Prepared` payload with
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import orjson
 
-from ..errors import InvalidRequest, ServiceUnavailable
+from ..errors import GatewayError, InvalidRequest, ServiceUnavailable
 from ..protocol import ChatCompletionRequest, EmbeddingRequest
 from ..redaction import watch_env
 
@@ -98,6 +99,29 @@ def unsupported(param: str, message: str) -> InvalidRequest:
 def invalid(param: str, message: str) -> InvalidRequest:
     """The 400 for a value this route's provider cannot take as it is."""
     return InvalidRequest(message, param=param)
+
+
+# A provider's one mapping of upstream failures (SDK and transport exceptions) to gateway errors: by
+# HTTP status through `errors.from_upstream_status`, connection failures and timeouts through
+# `errors.upstream_unreachable` / `errors.upstream_timeout`; None for what is not an upstream failure.
+ErrorMapping = Callable[[Exception], GatewayError | None]
+
+
+@contextmanager
+def upstream_failures(mapping: ErrorMapping) -> Iterator[None]:
+    """Around every upstream call: a failure inside becomes the gateway error the provider's mapping gives.
+
+    Gateway errors, and exceptions the mapping does not claim (bugs, StopAsyncIteration), pass unchanged.
+    """
+    try:
+        yield
+    except GatewayError:
+        raise
+    except Exception as exc:
+        err = mapping(exc)
+        if err is None:
+            raise
+        raise err from exc
 
 
 PayloadT = TypeVar("PayloadT")

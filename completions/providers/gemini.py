@@ -73,8 +73,7 @@ import dataclasses
 import math
 import mimetypes
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,7 +95,7 @@ from ..errors import (
     upstream_timeout,
     upstream_unreachable,
 )
-from .base import Prepared, Provider, Route
+from .base import Prepared, Provider, Route, upstream_failures
 
 try:  # google-genai prefers httpx2 when it is installed
     import httpx2
@@ -777,21 +776,19 @@ def from_api_error(exc: genai_errors.APIError) -> GatewayError:
     return from_upstream_status(status, message, provider=PROVIDER, retry_after=retry_after_of(exc))
 
 
-@contextmanager
-def upstream_errors() -> Iterator[None]:
-    """Turn SDK and transport failures inside the block into gateway errors."""
-    try:
-        yield
-    except genai_errors.APIError as exc:
-        raise from_api_error(exc) from exc
-    except TIMEOUTS as exc:
-        raise upstream_timeout(PROVIDER, type(exc).__name__) from exc
-    except CONNECT_ERRORS as exc:
-        raise upstream_unreachable(PROVIDER, str(exc) or type(exc).__name__) from exc
-    except TRANSPORT_ERRORS as exc:
-        raise upstream_failure(f"The {PROVIDER} upstream connection failed: {str(exc) or type(exc).__name__}") from exc
-    except genai_errors.UnknownApiResponseError as exc:
-        raise UpstreamError(f"The {PROVIDER} upstream sent an answer that is not valid JSON.") from exc
+def upstream_error(exc: Exception) -> GatewayError | None:
+    """Gemini's one mapping of upstream failures: API errors by HTTP status, transport failures by kind."""
+    if isinstance(exc, genai_errors.APIError):
+        return from_api_error(exc)
+    if isinstance(exc, TIMEOUTS):
+        return upstream_timeout(PROVIDER, type(exc).__name__)
+    if isinstance(exc, CONNECT_ERRORS):
+        return upstream_unreachable(PROVIDER, str(exc) or type(exc).__name__)
+    if isinstance(exc, TRANSPORT_ERRORS):
+        return upstream_failure(f"The {PROVIDER} upstream connection failed: {str(exc) or type(exc).__name__}")
+    if isinstance(exc, genai_errors.UnknownApiResponseError):
+        return upstream_failure(f"The {PROVIDER} upstream sent an answer that is not valid JSON.")
+    return None
 
 
 # ---- I/O ---------------------------------------------------------------------------------------
@@ -889,7 +886,7 @@ class GeminiProvider(Provider):
     async def complete(self, prepared: Prepared[GeminiRequest]) -> dict[str, Any]:
         gemini = prepared.payload
         client = self._sdk()
-        with upstream_errors():
+        with upstream_failures(upstream_error):
             response = await client.aio.models.generate_content(
                 model=self.route.upstream_model, contents=gemini.contents, config=gemini.config
             )
@@ -899,7 +896,7 @@ class GeminiProvider(Provider):
         gemini = prepared.payload
         client = self._sdk()
         translator = StreamTranslator(p.ChunkFactory(self.route.upstream_model))
-        with upstream_errors():
+        with upstream_failures(upstream_error):
             upstream = await client.aio.models.generate_content_stream(
                 model=self.route.upstream_model, contents=gemini.contents, config=gemini.config
             )
@@ -908,7 +905,7 @@ class GeminiProvider(Provider):
             while True:
                 token = _OPENED.set(opened)
                 try:
-                    with upstream_errors():
+                    with upstream_failures(upstream_error):
                         response = await upstream.__anext__()
                 except StopAsyncIteration:
                     break
@@ -928,7 +925,7 @@ class GeminiProvider(Provider):
         batches = [texts[i : i + EMBED_BATCH] for i in range(0, len(texts), EMBED_BATCH)]
         tasks = [asyncio.ensure_future(self._embed_batch(client, batch, config)) for batch in batches]
         try:
-            with upstream_errors():
+            with upstream_failures(upstream_error):
                 responses = await asyncio.gather(*tasks)
         finally:
             for task in tasks:

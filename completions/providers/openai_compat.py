@@ -35,7 +35,7 @@ from ..errors import (
     upstream_timeout,
     upstream_unreachable,
 )
-from .base import Prepared, Provider, Route
+from .base import Prepared, Provider, Route, upstream_failures
 
 PROVIDER = "openai"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -175,8 +175,13 @@ def error_from_event(payload: Any) -> GatewayError:
     return passthrough_error(err, status)
 
 
-def transport_error(exc: Exception) -> GatewayError:
-    """The gateway error for an httpx failure: unreachable, timed out, or cut off."""
+def upstream_error(exc: Exception) -> GatewayError | None:
+    """The one mapping of upstream failures raised by httpx: unreachable, timed out, or cut off.
+
+    (Error answers are not exceptions here: `error_from_response` maps them by status.)
+    """
+    if not isinstance(exc, (httpx.HTTPError, httpx.InvalidURL)):
+        return None
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.ConnectTimeout):
         return upstream_unreachable(PROVIDER, "the connection timed out")
@@ -401,11 +406,9 @@ class OpenAICompatProvider(Provider):
         """Send `body`; any failure, including an error status, is raised as a GatewayError."""
         headers = self._credential_headers()
         client = self._client or self._open()
-        try:
+        with upstream_failures(upstream_error):
             request = client.build_request("POST", url, content=orjson.dumps(body), headers=headers)
             response = await client.send(request, stream=stream)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise transport_error(exc) from None
         if response.is_success:
             return response
         try:
@@ -424,10 +427,8 @@ class OpenAICompatProvider(Provider):
 
     @staticmethod
     async def _read(response: httpx.Response) -> httpx.Response:
-        try:
+        with upstream_failures(upstream_error):
             await response.aread()
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from None
         return response
 
     def _json_body(self, response: httpx.Response) -> dict[str, Any]:
@@ -461,17 +462,16 @@ class OpenAICompatProvider(Provider):
                 reader = StreamTranslator()
                 incoming = response.aiter_bytes()
                 try:
-                    async for data in incoming:
-                        for chunk in reader.feed(data):
-                            yield chunk
-                        if reader.done:
-                            if reader.error is None:
-                                await _drain(incoming)
-                            break
-                except httpx.HTTPError as exc:
-                    raise transport_error(exc) from None
+                    with upstream_failures(upstream_error):
+                        async for data in incoming:
+                            for chunk in reader.feed(data):
+                                yield chunk
+                            if reader.done:
+                                if reader.error is None:
+                                    await _drain(incoming)
+                                break
                 finally:
-                    await incoming.aclose()
+                    await incoming.aclose()  # type: ignore[attr-defined]
                 chunks = reader.finish()
             for chunk in chunks:
                 yield chunk

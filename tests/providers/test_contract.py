@@ -162,3 +162,28 @@ def test_every_stream_translator_has_the_one_shape() -> None:
         feed, finish = inspect.signature(translator.feed), inspect.signature(translator.finish)
         assert (len(feed.parameters), list(finish.parameters)) == (2, ["self"]), translator
         assert feed.return_annotation == finish.return_annotation == "list[dict[str, Any]]", translator
+
+
+# ---- one error-mapping idiom ------------------------------------------------------------------------
+
+
+def test_upstream_failures_raises_the_mapped_error_and_lets_the_rest_pass() -> None:
+    from completions.errors import InvalidRequest, UpstreamError
+    from completions.providers.base import upstream_failures
+
+    def mapping(exc: Exception) -> UpstreamError | None:
+        return UpstreamError("mapped") if isinstance(exc, ConnectionError) else None
+
+    with pytest.raises(UpstreamError) as caught, upstream_failures(mapping):
+        raise ConnectionError("refused")
+    assert caught.value.message == "mapped" and isinstance(caught.value.__cause__, ConnectionError)
+    for passing in (KeyError("bug"), StopAsyncIteration(), InvalidRequest("already a gateway error")):
+        with pytest.raises(type(passing)), upstream_failures(mapping):
+            raise passing
+
+
+def test_each_provider_maps_only_upstream_failures() -> None:
+    from completions.providers import anthropic, gemini, openai_compat
+
+    for module in (gemini, anthropic, openai_compat):
+        assert module.upstream_error(KeyError("a bug, not an upstream failure")) is None, module.__name__

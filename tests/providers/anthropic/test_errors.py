@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from completions.errors import GatewayError, ServiceUnavailable, UpstreamError, UpstreamTimeout
-from completions.providers.anthropic import AnthropicProvider, convert_error
+from completions.providers.anthropic import AnthropicProvider, upstream_error
 from completions.providers.base import Route
 from tests.conftest import free_port
 from tests.fakes.anthropic import FakeAnthropic, error_event, error_reply, message, message_start
@@ -21,11 +21,11 @@ def test_transport_errors_map_to_timeouts_and_unreachable() -> None:
     import httpx2
 
     req = httpx2.Request("POST", "http://upstream/v1/messages")
-    assert isinstance(convert_error(anthropic.APITimeoutError(request=req)), UpstreamTimeout)
-    assert isinstance(convert_error(httpx2.ReadTimeout("slow", request=req)), UpstreamTimeout)
-    cut = convert_error(httpx2.RemoteProtocolError("peer closed connection", request=req))
+    assert isinstance(upstream_error(anthropic.APITimeoutError(request=req)), UpstreamTimeout)
+    assert isinstance(upstream_error(httpx2.ReadTimeout("slow", request=req)), UpstreamTimeout)
+    cut = upstream_error(httpx2.RemoteProtocolError("peer closed connection", request=req))
     assert (cut.status, cut.code) == (502, "upstream_unreachable") and "RemoteProtocolError" in cut.message
-    refused = convert_error(anthropic.APIConnectionError(request=req))
+    refused = upstream_error(anthropic.APIConnectionError(request=req))
     assert (refused.status, refused.code) == (502, "upstream_unreachable")
 
 

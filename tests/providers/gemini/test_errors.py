@@ -9,7 +9,8 @@ import pytest
 from google.genai import errors as genai_errors
 
 from completions.errors import GatewayError
-from completions.providers.gemini import from_api_error, upstream_errors
+from completions.providers.base import upstream_failures
+from completions.providers.gemini import from_api_error, upstream_error
 from completions.redaction import MARKER
 from tests.fakes.gemini import error
 
@@ -80,6 +81,6 @@ def test_credential_is_masked_in_upstream_messages(monkeypatch: pytest.MonkeyPat
     ],
 )
 def test_transport_failures_map_to_gateway_errors(exc: Exception, status: int, code: str) -> None:
-    with pytest.raises(GatewayError) as caught, upstream_errors():
+    with pytest.raises(GatewayError) as caught, upstream_failures(upstream_error):
         raise exc
     assert (caught.value.status, caught.value.code) == (status, code)

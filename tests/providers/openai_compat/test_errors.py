@@ -15,7 +15,7 @@ from completions.providers.openai_compat import (
     StreamTranslator,
     error_from_event,
     error_from_response,
-    transport_error,
+    upstream_error,
 )
 from tests.conftest import free_port
 from tests.fakes.base import DROP, Reply
@@ -165,8 +165,8 @@ def test_error_messages_never_quote_keys(monkeypatch: pytest.MonkeyPatch) -> Non
     ],
 )
 def test_transport_errors(exc: Exception, status: int, code: str) -> None:
-    err = transport_error(exc)
-    assert (err.status, err.code) == (status, code)
+    err = upstream_error(exc)
+    assert err is not None and (err.status, err.code) == (status, code)
     assert err.retryable
 
 
