@@ -48,7 +48,6 @@ thinking tokens when reported.
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -59,14 +58,14 @@ import orjson
 from .. import protocol as p
 from ..errors import (
     GatewayError,
-    InvalidRequest,
     UpstreamError,
     from_upstream_status,
     upstream_failure,
     upstream_timeout,
     upstream_unreachable,
 )
-from .base import Prepared, Provider, Route, upstream_failures
+from .base import Prepared, Provider, Route, invalid, unsupported, upstream_failures
+from .inputs import parse_data_url, parse_tool_arguments
 
 PROVIDER = "anthropic"
 DEFAULT_MAX_TOKENS = 4096
@@ -101,45 +100,37 @@ ERROR_TYPE_STATUS = {
 THINKING_BLOCK_TYPES = ("thinking", "redacted_thinking")
 
 
-def _unsupported(param: str, message: str) -> InvalidRequest:
-    return InvalidRequest(message, param=param, code="unsupported_parameter")
-
-
-def _invalid(param: str, message: str) -> InvalidRequest:
-    return InvalidRequest(message, param=param)
-
-
 # ---- parameters Anthropic can or cannot honour -------------------------------------------
 
 
 def check_parameters(request: p.ChatCompletionRequest) -> None:
     """Reject a parameter value Anthropic cannot honour (neutral values such as `n: 1` pass)."""
     if request.n is not None and request.n > 1:
-        raise _unsupported("n", "Anthropic models return one choice per request; `n` must be 1.")
+        raise unsupported("n", "Anthropic models return one choice per request; `n` must be 1.")
     if request.logprobs:
-        raise _unsupported("logprobs", "Anthropic models do not return log probabilities; omit `logprobs`.")
+        raise unsupported("logprobs", "Anthropic models do not return log probabilities; omit `logprobs`.")
     if request.logit_bias:
-        raise _unsupported("logit_bias", "Anthropic models do not support `logit_bias`.")
+        raise unsupported("logit_bias", "Anthropic models do not support `logit_bias`.")
     for name in ("presence_penalty", "frequency_penalty"):
         if getattr(request, name):
-            raise _unsupported(name, f"Anthropic models do not support `{name}`; omit it or send 0.")
+            raise unsupported(name, f"Anthropic models do not support `{name}`; omit it or send 0.")
     if request.temperature is not None and request.temperature > 1:
-        raise _invalid(
+        raise invalid(
             "temperature", f"Anthropic models accept a `temperature` between 0 and 1; got {request.temperature}."
         )
     if request.modalities is not None and any(m != "text" for m in request.modalities):
-        raise _unsupported("modalities", 'Anthropic models answer in text only; `modalities` must be ["text"].')
+        raise unsupported("modalities", 'Anthropic models answer in text only; `modalities` must be ["text"].')
     if request.service_tier is not None and request.service_tier not in SERVICE_TIERS:
-        raise _unsupported(
+        raise unsupported(
             "service_tier",
             f"`service_tier` `{request.service_tier}` has no Anthropic equivalent; use `auto` or `default`.",
         )
     if request.tools:
         for i, tool in enumerate(request.tools):
             if not isinstance(tool, p.FunctionTool):
-                raise _unsupported(f"tools[{i}]", "Anthropic models support function tools only, not custom tools.")
+                raise unsupported(f"tools[{i}]", "Anthropic models support function tools only, not custom tools.")
     if isinstance(request.response_format, p.ResponseFormatJsonObject):
-        raise _unsupported(
+        raise unsupported(
             "response_format",
             "Anthropic models cannot be held to free-form JSON; use `response_format` of type `json_schema`.",
         )
@@ -147,7 +138,7 @@ def check_parameters(request: p.ChatCompletionRequest) -> None:
         isinstance(request.response_format, p.ResponseFormatJsonSchema)
         and request.response_format.json_schema.schema_ is None
     ):
-        raise _invalid("response_format.json_schema.schema", "Anthropic structured output needs a `schema`.")
+        raise invalid("response_format.json_schema.schema", "Anthropic structured output needs a `schema`.")
 
 
 # ---- messages -------------------------------------------------------------------------------
@@ -172,7 +163,7 @@ class Turns:
 def cache_control(options: p.PromptCacheOptions | None) -> dict[str, Any]:
     """The `cache_control` a breakpoint gets; OpenAI's TTL is a minimum, so 30m needs Anthropic's 1h."""
     if options is not None and options.ttl not in (None, "30m"):
-        raise _invalid("prompt_cache_options.ttl", f"Unsupported prompt cache TTL `{options.ttl}`; use `30m`.")
+        raise invalid("prompt_cache_options.ttl", f"Unsupported prompt cache TTL `{options.ttl}`; use `30m`.")
     if options is not None and options.ttl == "30m":
         return {"type": "ephemeral", "ttl": "1h"}
     return {"type": "ephemeral"}
@@ -195,39 +186,27 @@ def text_blocks(
     ]
 
 
-def parse_data_url(url: str) -> tuple[str, str] | None:
-    """(media type, base64 data) of a base64 `data:` URL, or None if it is not one."""
-    if not url.startswith("data:"):
-        return None
-    head, sep, data = url[5:].partition(",")
-    if not sep or not head.endswith(";base64"):
-        return None
-    return head[: -len(";base64")].split(";")[0].lower(), data
-
-
 def image_block(part: p.ImagePart, where: str, cache: dict[str, Any]) -> dict[str, Any]:
     """An image part as an image block (base64 for data URLs, url source for http(s))."""
     if part.image_url.detail == "low":
-        raise _unsupported(
+        raise unsupported(
             f"{where}.image_url.detail",
             "Anthropic models read images at full resolution; `detail: low` is not supported.",
         )
-    url = part.image_url.url
+    url, param = part.image_url.url, f"{where}.image_url.url"
     if url.startswith("data:"):
-        parsed = parse_data_url(url)
-        if parsed is None:
-            raise _invalid(f"{where}.image_url.url", "An image data URL must be base64: `data:image/png;base64,...`.")
-        media_type, data = parsed
-        if media_type not in IMAGE_MEDIA_TYPES:
-            raise _invalid(
-                f"{where}.image_url.url",
-                f"Anthropic models accept images of type {', '.join(IMAGE_MEDIA_TYPES)}; got `{media_type}`.",
+        data_url = parse_data_url(url, param)
+        if not data_url.is_base64:
+            raise invalid(param, "An image data URL must be base64: `data:image/png;base64,...`.")
+        if data_url.mime not in IMAGE_MEDIA_TYPES:
+            raise invalid(
+                param, f"Anthropic models accept images of type {', '.join(IMAGE_MEDIA_TYPES)}; got `{data_url.mime}`."
             )
-        source: dict[str, Any] = {"type": "base64", "media_type": media_type, "data": data}
+        source: dict[str, Any] = {"type": "base64", "media_type": data_url.mime, "data": data_url.data}
     elif url.startswith(("http://", "https://")):
         source = {"type": "url", "url": url}
     else:
-        raise _invalid(f"{where}.image_url.url", "An image URL must be an http(s) URL or a base64 data URL.")
+        raise invalid(param, "An image URL must be an http(s) URL or a base64 data URL.")
     return _with_cache({"type": "image", "source": source}, part, cache)
 
 
@@ -235,23 +214,29 @@ def file_block(part: p.FilePart, where: str, cache: dict[str, Any]) -> dict[str,
     """A file part (PDF or plain text sent inline) as a document block."""
     ref = part.file
     if ref.file_data is None:
-        raise _unsupported(
+        raise unsupported(
             f"{where}.file.file_id", "Anthropic cannot read OpenAI file ids; send the file as `file_data`."
         )
-    parsed = parse_data_url(ref.file_data)
-    media_type, data = parsed if parsed is not None else ("application/pdf", ref.file_data)
+    param = f"{where}.file.file_data"
+    # A data: URL tells the type; bare base64 is taken for a PDF.
+    data_url = parse_data_url(ref.file_data, param) if ref.file_data.startswith("data:") else None
+    media_type = data_url.mime if data_url is not None else "application/pdf"
     if media_type == "application/pdf":
+        if data_url is None:
+            data = ref.file_data
+        elif data_url.is_base64:
+            data = data_url.data
+        else:  # percent-encoded bytes; Anthropic takes base64
+            data = base64.b64encode(data_url.bytes(param)).decode()
         source: dict[str, Any] = {"type": "base64", "media_type": media_type, "data": data}
-    elif media_type == "text/plain":
+    elif media_type == "text/plain" and data_url is not None:
         try:
-            text = base64.b64decode(data, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise _invalid(f"{where}.file.file_data", "The text file is not valid base64-encoded UTF-8.") from None
+            text = data_url.bytes(param).decode("utf-8")
+        except UnicodeDecodeError:
+            raise invalid(param, "The text file is not valid UTF-8.") from None
         source = {"type": "text", "media_type": media_type, "data": text}
     else:
-        raise _unsupported(
-            f"{where}.file.file_data", f"Anthropic models read PDF and plain-text files; got `{media_type}`."
-        )
+        raise unsupported(param, f"Anthropic models read PDF and plain-text files; got `{media_type}`.")
     block: dict[str, Any] = {"type": "document", "source": source}
     if ref.filename:
         block["title"] = ref.filename
@@ -271,20 +256,15 @@ def user_blocks(message: p.UserMessage, where: str, cache: dict[str, Any]) -> li
         elif isinstance(part, p.FilePart):
             blocks.append(file_block(part, at, cache))
         else:
-            raise _unsupported(at, "Anthropic models do not accept audio input.")
+            raise unsupported(at, "Anthropic models do not accept audio input.")
     return blocks
 
 
 def tool_use_block(call: p.ToolCall, where: str) -> dict[str, Any]:
     """An assistant's function call as a `tool_use` block with its arguments decoded."""
     if not isinstance(call, p.FunctionToolCall):
-        raise _unsupported(where, "Anthropic models support function tool calls only, not custom ones.")
-    try:
-        arguments = orjson.loads(call.function.arguments) if call.function.arguments.strip() else {}
-    except orjson.JSONDecodeError:
-        raise _invalid(f"{where}.function.arguments", "The tool call's `arguments` are not valid JSON.") from None
-    if not isinstance(arguments, dict):
-        raise _invalid(f"{where}.function.arguments", "The tool call's `arguments` must be a JSON object.")
+        raise unsupported(where, "Anthropic models support function tool calls only, not custom ones.")
+    arguments = parse_tool_arguments(call.function.arguments, f"{where}.function.arguments")
     return {"type": "tool_use", "id": call.id, "name": call.function.name, "input": arguments}
 
 
@@ -297,7 +277,7 @@ def carried_thinking(call: p.ToolCall, where: str) -> list[dict[str, Any]]:
     if not isinstance(blocks, list) or not all(
         isinstance(b, dict) and b.get("type") in THINKING_BLOCK_TYPES for b in blocks
     ):
-        raise _invalid(
+        raise invalid(
             f"{where}.extra_content.anthropic.thinking_blocks", "Send the thinking blocks back exactly as received."
         )
     return blocks
@@ -306,9 +286,9 @@ def carried_thinking(call: p.ToolCall, where: str) -> list[dict[str, Any]]:
 def assistant_blocks(message: p.AssistantMessage, where: str, cache: dict[str, Any]) -> list[dict[str, Any]]:
     """An assistant message: carried thinking, then its text (and refusal), then its tool calls."""
     if message.audio is not None:
-        raise _unsupported(f"{where}.audio", "Anthropic models cannot take audio replies back as input.")
+        raise unsupported(f"{where}.audio", "Anthropic models cannot take audio replies back as input.")
     if message.function_call is not None:
-        raise _unsupported(
+        raise unsupported(
             f"{where}.function_call", "Use `tool_calls`; the deprecated `function_call` is not supported."
         )
     thinking: list[dict[str, Any]] = []
@@ -341,9 +321,9 @@ def convert_messages(request: p.ChatCompletionRequest, cache: dict[str, Any]) ->
     for i, message in enumerate(request.messages):
         where = f"messages[{i}]"
         if isinstance(message, p.FunctionMessage):
-            raise _unsupported(f"{where}.role", "Use `tool` messages; the deprecated `function` role is not supported.")
+            raise unsupported(f"{where}.role", "Use `tool` messages; the deprecated `function` role is not supported.")
         if getattr(message, "name", None) is not None:
-            raise _unsupported(f"{where}.name", "Anthropic models do not support participant `name`s on messages.")
+            raise unsupported(f"{where}.name", "Anthropic models do not support participant `name`s on messages.")
         if isinstance(message, (p.SystemMessage, p.DeveloperMessage)):
             out.system += text_blocks(message.content, cache, keep_empty=False)
         elif isinstance(message, p.UserMessage):
@@ -388,7 +368,7 @@ def tools_and_choice(request: p.ChatCompletionRequest) -> tuple[list[dict[str, A
         functions = allowed_functions(functions, choice)
         out = {"type": "auto" if choice.allowed_tools.mode == "auto" else "any"}
     else:
-        raise _unsupported("tool_choice", "Anthropic models support function tools only, not custom ones.")
+        raise unsupported("tool_choice", "Anthropic models support function tools only, not custom ones.")
     if request.parallel_tool_calls is False and (out is None or out["type"] != "none"):
         out = {**(out or {"type": "auto"}), "disable_parallel_tool_use": True}
     return [tool_param(fn) for fn in functions], out
@@ -402,7 +382,7 @@ def allowed_functions(
     for k, entry in enumerate(choice.allowed_tools.tools):
         name = (entry.get("function") or {}).get("name") if entry.get("type") == "function" else None
         if not isinstance(name, str) or name not in {fn.name for fn in functions}:
-            raise _invalid(
+            raise invalid(
                 f"tool_choice.allowed_tools.tools[{k}]", "Each allowed tool must name one of the function `tools`."
             )
         names.append(name)
@@ -418,7 +398,7 @@ def reasoning_params(request: p.ChatCompletionRequest, mode: str) -> tuple[dict[
         return {"type": "disabled"}, 0, None
     if mode == "adaptive":
         if effort not in ADAPTIVE_EFFORTS:
-            raise _unsupported(
+            raise unsupported(
                 "reasoning_effort", f"`reasoning_effort` `{effort}` has no Anthropic effort level; use low to max."
             )
         return {"type": "adaptive"}, 0, effort
@@ -427,7 +407,7 @@ def reasoning_params(request: p.ChatCompletionRequest, mode: str) -> tuple[dict[
     if cap is not None:
         if cap <= MIN_THINKING_BUDGET:
             param = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
-            raise _invalid(
+            raise invalid(
                 param,
                 f"With `reasoning_effort`, Anthropic needs room for at least {MIN_THINKING_BUDGET} thinking tokens: "
                 f"`{param}` must be above {MIN_THINKING_BUDGET}.",

@@ -187,3 +187,52 @@ def test_each_provider_maps_only_upstream_failures() -> None:
 
     for module in (gemini, anthropic, openai_compat):
         assert module.upstream_error(KeyError("a bug, not an upstream failure")) is None, module.__name__
+
+
+# ---- one parser for what clients send inside messages ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad, param, message",
+    [
+        (
+            {"tool_calls": [{"id": "c", "type": "function", "function": {"name": "w", "arguments": "{nope"}}]},
+            "messages[1].tool_calls[0].function.arguments",
+            "The tool call's `arguments` must be a JSON object (a string of JSON text).",
+        ),
+        (
+            {"tool_calls": [{"id": "c", "type": "function", "function": {"name": "w", "arguments": "[1]"}}]},
+            "messages[1].tool_calls[0].function.arguments",
+            "The tool call's `arguments` must be a JSON object (a string of JSON text).",
+        ),
+    ],
+    ids=["not-json", "not-an-object"],
+)
+def test_bad_tool_call_arguments_are_one_400_whichever_provider(bad: dict[str, Any], param: str, message: str) -> None:
+    from completions.errors import InvalidRequest
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", **bad}]}
+    for name in ("gemini", "anthropic"):
+        provider = provider_class(name)(Route(model_name="m", provider=name, upstream_model="gemini-2.5-flash"))
+        with pytest.raises(InvalidRequest) as caught:
+            provider.prepare(p.validate(p.ChatCompletionRequest, body))
+        assert (caught.value.param, caught.value.message) == (param, message), name
+
+
+@pytest.mark.parametrize(
+    "url, error",
+    [
+        ("data:text/plain;base64,@@@", "This value is not valid base64."),
+        ("data:text/plain;base64", "This data: URL has no comma separating its header from its data."),
+    ],
+)
+def test_broken_data_urls_are_one_400_whichever_provider(url: str, error: str) -> None:
+    from completions.errors import InvalidRequest
+
+    content = [{"type": "file", "file": {"file_data": url}}]
+    body = {"model": "m", "messages": [{"role": "user", "content": content}]}
+    for name in ("gemini", "anthropic"):
+        provider = provider_class(name)(Route(model_name="m", provider=name, upstream_model="gemini-2.5-flash"))
+        with pytest.raises(InvalidRequest) as caught:
+            provider.prepare(p.validate(p.ChatCompletionRequest, body))
+        assert (caught.value.param, caught.value.message) == ("messages[0].content[0].file.file_data", error), name

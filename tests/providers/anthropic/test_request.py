@@ -8,6 +8,7 @@ import pytest
 
 from completions.providers.anthropic import AnthropicProvider
 from completions.providers.base import Route
+from completions.providers.inputs import TOOL_ARGUMENTS_MESSAGE
 from tests.providers.anthropic.helpers import (
     CLOCK_TOOL,
     HELLO,
@@ -227,8 +228,8 @@ def test_tool_calls_and_results_pair_up() -> None:
     ]
 
 
-@pytest.mark.parametrize(("arguments", "needle"), [("{not json", "not valid JSON"), ("[1, 2]", "JSON object")])
-def test_bad_tool_call_arguments_are_400_naming_them(arguments: str, needle: str) -> None:
+@pytest.mark.parametrize("arguments", ["{not json", "[1, 2]"])
+def test_bad_tool_call_arguments_are_400_naming_them(arguments: str) -> None:
     call = {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
     messages = [
         *HELLO,
@@ -236,7 +237,7 @@ def test_bad_tool_call_arguments_are_400_naming_them(arguments: str, needle: str
         {"role": "tool", "tool_call_id": "toolu_1", "content": "x"},
     ]
     err = rejection(messages=messages, tools=[WEATHER_TOOL])
-    assert err.param == "messages[1].tool_calls[0].function.arguments" and needle in err.message
+    assert err.param == "messages[1].tool_calls[0].function.arguments" and err.message == TOOL_ARGUMENTS_MESSAGE
 
 
 @pytest.mark.parametrize(
