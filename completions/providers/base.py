@@ -143,7 +143,7 @@ class StreamTranslator(Protocol[EventT_contra]):
         ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Prepared(Generic[PayloadT]):
     """A request one route's provider has checked and translated: what every attempt on it sends."""
 

@@ -268,8 +268,7 @@ def file_part(ref: p.FileRef, param: str) -> types.Part:
     """An inline file (data: URL or base64 with a filename telling its type)."""
     if ref.file_id is not None:
         raise unsupported(
-            f"{param}.file_id",
-            "OpenAI file ids mean nothing to Gemini; send the file inline as `file_data`.",
+            f"{param}.file_id", "OpenAI file ids mean nothing to Gemini; send the file inline as `file_data`."
         )
     if not ref.file_data:
         raise InvalidRequest("A file part needs `file_data`.", param=f"{param}.file_data")
@@ -289,10 +288,7 @@ def file_part(ref: p.FileRef, param: str) -> types.Part:
 def assistant_parts(message: p.AssistantMessage, where: str, names: dict[str, str]) -> list[types.Part]:
     """Text, then function calls (with their thought signatures); registers the calls' names."""
     if message.audio is not None:
-        raise unsupported(
-            f"{where}.audio",
-            "Gemini models on this gateway do not produce audio; drop `audio`.",
-        )
+        raise unsupported(f"{where}.audio", "Gemini models on this gateway do not produce audio; drop `audio`.")
     if message.function_call is not None:
         raise unsupported(
             f"{where}.function_call",
@@ -400,10 +396,7 @@ def tool_settings(request: p.ChatCompletionRequest) -> dict[str, Any]:
     declarations = []
     for i, tool in enumerate(request.tools):
         if not isinstance(tool, p.FunctionTool):
-            raise unsupported(
-                f"tools[{i}]",
-                "Custom tools are not supported by Gemini models; use function tools.",
-            )
+            raise unsupported(f"tools[{i}]", "Custom tools are not supported by Gemini models; use function tools.")
         declarations.append(function_declaration(tool.function))
     mode, allowed = calling_mode(request.tool_choice, [d.name or "" for d in declarations])
     if allowed is not None and mode == types.FunctionCallingConfigMode.AUTO:
@@ -474,13 +467,10 @@ def thinking_config(effort: str | None, upstream_model: str) -> types.ThinkingCo
 def service_tier(tier: str | None) -> types.ServiceTier | None:
     if tier is None or tier in SERVICE_TIERS:
         return SERVICE_TIERS.get(tier) if tier else None
-    raise unsupported(
-        "service_tier",
-        f"Gemini has no `{tier}` service tier; use auto, default, flex or priority.",
-    )
+    raise unsupported("service_tier", f"Gemini has no `{tier}` service tier; use auto, default, flex or priority.")
 
 
-def check_modalities(modalities: list[str] | None) -> None:
+def check_modalities(modalities: Sequence[str] | None) -> None:
     if modalities and "audio" in modalities:
         raise unsupported("modalities", "Gemini models on this gateway answer in text only.")
 
