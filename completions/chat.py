@@ -49,7 +49,7 @@ async def complete(ex: Exchange, request: ChatCompletionRequest, routes: list[Ro
     async for attempt in ex.failover(routes, request):
         async with attempt:
             route = attempt.route
-            call = attempt.provider.complete(attempt.prepared.request)
+            call = attempt.provider.complete(attempt.prepared)
             answer = await with_timeout(call, route.first_byte_timeout, route.provider)
     ex.served_by(attempt.route)
     _account(ex, request, answer)
@@ -63,7 +63,7 @@ async def open_stream(
     produced its first chunk: until then, failover may retry."""
     async for attempt in ex.failover(routes, request):
         async with attempt:
-            stream = attempt.provider.stream(attempt.prepared.request)
+            stream = attempt.provider.stream(attempt.prepared)
             first = await first_chunk(stream, attempt.route)
     ex.served_by(attempt.route)
     return attempt.route, first, stream

@@ -7,11 +7,13 @@ failures) is a `GatewayError`; `error_body()` turns it into
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+
+from .redaction import redact
 
 
 class GatewayError(Exception):
@@ -175,69 +177,124 @@ class UpstreamAuthFailed(GatewayError):
     code = "upstream_invalid_credential"
 
 
+E = TypeVar("E", bound=GatewayError)
+
+
+def _quoting_upstream(cls: type[E], message: str, quoted: str | None = None, **kwargs: Any) -> E:
+    """The one constructor of errors whose message may quote an upstream (an error body, a transport
+    message): the text is redacted here, so no credential reaches a client, a log line or the database.
+    `quoted` is the upstream's own part of the message, which the log keeps only with content logging."""
+    return cls(redact(message), quoted=redact(quoted) if quoted else None, **kwargs)
+
+
 def from_upstream_status(
     status: int, message: str, *, provider: str, retry_after: str | None = None, code: str | None = None
 ) -> GatewayError:
     """The OpenAI-side error for an upstream HTTP status; every provider maps through here.
 
-    The message may quote the upstream's own explanation, but never a credential.
+    The message may quote the upstream's own explanation, never a credential (see `_quoting_upstream`).
     """
     headers = {"retry-after": retry_after} if retry_after else {}
+    retry = headers or {"retry-after": "1"}
     where = f"{provider} upstream"
     if status == 400 or status == 422:
-        return InvalidRequest(
-            f"The {where} rejected the request: {message}", code=code or "upstream_invalid_request", quoted=message
+        return _quoting_upstream(
+            InvalidRequest,
+            f"The {where} rejected the request: {message}",
+            quoted=message,
+            code=code or "upstream_invalid_request",
         )
     if status == 401:
-        return UpstreamAuthFailed(
+        return _quoting_upstream(
+            UpstreamAuthFailed,
             f"The {where} rejected the gateway's credential for this model; "
-            "the gateway operator must fix the provider API key."
+            "the gateway operator must fix the provider API key.",
         )
     if status == 403:
-        return PermissionDenied(
-            f"The {where} refused access: {message}", code=code or "upstream_permission_denied", quoted=message
+        return _quoting_upstream(
+            PermissionDenied,
+            f"The {where} refused access: {message}",
+            quoted=message,
+            code=code or "upstream_permission_denied",
         )
     if status == 404:
-        return NotFound(
+        return _quoting_upstream(
+            NotFound,
             f"The {where} does not know this model or resource: {message}",
-            code=code or "model_not_found",
             quoted=message,
+            code=code or "model_not_found",
         )
-    if status == 408:
-        return UpstreamTimeout(
-            f"The {where} timed out: {message}", headers=headers or {"retry-after": "1"}, quoted=message
-        )
+    if status == 408 or status == 504:
+        return _quoting_upstream(UpstreamTimeout, f"The {where} timed out: {message}", quoted=message, headers=retry)
     if status == 413:
-        return PayloadTooLarge(f"The {where} says the request is too large: {message}", quoted=message)
+        return _quoting_upstream(
+            PayloadTooLarge, f"The {where} says the request is too large: {message}", quoted=message
+        )
     if status == 429:
-        return RateLimited(
+        return _quoting_upstream(
+            RateLimited,
             f"The {where} is rate limiting or out of quota: {message}",
+            quoted=message,
             type="upstream_rate_limit",
             code=code or "rate_limit_exceeded",
-            headers=headers or {"retry-after": "1"},
-            quoted=message,
+            headers=retry,
         )
     if status == 529 or status == 503:
-        return ServiceUnavailable(
+        return _quoting_upstream(
+            ServiceUnavailable,
             f"The {where} is overloaded or unavailable; retry shortly. ({message})",
-            code=code or "upstream_overloaded",
-            headers=headers or {"retry-after": "1"},
             quoted=message,
-        )
-    if status == 504:
-        return UpstreamTimeout(
-            f"The {where} timed out: {message}", headers=headers or {"retry-after": "1"}, quoted=message
+            code=code or "upstream_overloaded",
+            headers=retry,
         )
     if status >= 500:
-        return UpstreamError(
-            f"The {where} failed ({status}): {message}", headers=headers or {"retry-after": "1"}, quoted=message
+        return _quoting_upstream(
+            UpstreamError, f"The {where} failed ({status}): {message}", quoted=message, headers=retry
         )
-    return UpstreamError(f"The {where} answered an unexpected status {status}: {message}", quoted=message)
+    return _quoting_upstream(
+        UpstreamError, f"The {where} answered an unexpected status {status}: {message}", quoted=message
+    )
+
+
+def relayed_upstream_error(
+    status: int,
+    message: str,
+    *,
+    provider: str,
+    type: str | None = None,
+    param: str | None = None,
+    code: str | None = None,
+    retry_after: str | None = None,
+) -> GatewayError:
+    """An upstream's own OpenAI-form error, relayed with its status, message, type, param and code.
+
+    Headers (retry-after) come from `from_upstream_status`; a 401 is never relayed (its body can
+    quote a masked key): it is the gateway's credential error.
+    """
+    mapped = from_upstream_status(status, "", provider=provider, retry_after=retry_after)
+    if status == 401:
+        return mapped
+    return _quoting_upstream(
+        GatewayError,
+        message,
+        quoted=message,
+        type=type or mapped.type,
+        param=param,
+        code=code,
+        status=status,
+        headers=mapped.headers,
+    )
+
+
+def upstream_failure(message: str, *, code: str | None = None, headers: dict[str, str] | None = None) -> UpstreamError:
+    """A 502 for an upstream that answered something unusable or broke off; `message` may quote it."""
+    return _quoting_upstream(UpstreamError, message, code=code, headers=headers)
 
 
 def upstream_unreachable(provider: str, detail: str) -> UpstreamError:
     """The provider could not be reached (connection refused, reset, DNS)."""
-    return UpstreamError(
+    return _quoting_upstream(
+        UpstreamError,
         f"The {provider} upstream could not be reached: {detail}",
         code="upstream_unreachable",
         headers={"retry-after": "1"},
@@ -245,7 +302,9 @@ def upstream_unreachable(provider: str, detail: str) -> UpstreamError:
 
 
 def upstream_timeout(provider: str, what: str) -> UpstreamTimeout:
-    return UpstreamTimeout(f"The {provider} upstream timed out ({what}).", headers={"retry-after": "1"})
+    return _quoting_upstream(
+        UpstreamTimeout, f"The {provider} upstream timed out ({what}).", headers={"retry-after": "1"}
+    )
 
 
 # Django's error handlers (compat_api/urls.py) and the gateway handler's 404: OpenAI's envelope everywhere.

@@ -200,7 +200,7 @@ def _tolerate(message: Any) -> Any:
     """A message with the tolerated client fields dropped or mapped (anything else is left to validation)."""
     if not isinstance(message, dict):
         return message
-    extra = TOLERATED_MESSAGE_FIELDS.get(message.get("role"), {})
+    extra = TOLERATED_MESSAGE_FIELDS.get(str(message.get("role")), {})
     cleaned = {k: v for k, v in message.items() if k not in extra}
     calls = cleaned.get("tool_calls")
     if isinstance(calls, list):

@@ -171,6 +171,7 @@ class Relay:
                 logger.exception("stream from %s failed", self.route.label)
                 self.exchange.fail(exc)
                 end = self.dialect.error(InternalError("The stream failed inside the gateway; it has been logged."))
+            await self._finish()  # the log row is queued before the client sees the stream end
             yield end
         except (asyncio.CancelledError, GeneratorExit):
             record.client_disconnected = True

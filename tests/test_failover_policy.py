@@ -39,7 +39,7 @@ class Scripted(Provider):
         self.prepared += 1
         if self.refuses:
             raise InvalidRequest("no `seed` here", param="seed", code="unsupported_parameter")
-        return Prepared(request)
+        return Prepared(request, None)
 
     async def call(self) -> str:
         self.calls += 1

@@ -48,7 +48,6 @@ thinking tokens when reported.
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -59,13 +58,14 @@ import orjson
 from .. import protocol as p
 from ..errors import (
     GatewayError,
-    InvalidRequest,
     UpstreamError,
     from_upstream_status,
+    upstream_failure,
     upstream_timeout,
     upstream_unreachable,
 )
-from .base import Provider, Route
+from .base import Prepared, Provider, Route, invalid, unsupported, upstream_failures
+from .inputs import parse_data_url, parse_tool_arguments
 
 PROVIDER = "anthropic"
 DEFAULT_MAX_TOKENS = 4096
@@ -100,45 +100,37 @@ ERROR_TYPE_STATUS = {
 THINKING_BLOCK_TYPES = ("thinking", "redacted_thinking")
 
 
-def _unsupported(param: str, message: str) -> InvalidRequest:
-    return InvalidRequest(message, param=param, code="unsupported_parameter")
-
-
-def _invalid(param: str, message: str) -> InvalidRequest:
-    return InvalidRequest(message, param=param)
-
-
 # ---- parameters Anthropic can or cannot honour -------------------------------------------
 
 
 def check_parameters(request: p.ChatCompletionRequest) -> None:
     """Reject a parameter value Anthropic cannot honour (neutral values such as `n: 1` pass)."""
     if request.n is not None and request.n > 1:
-        raise _unsupported("n", "Anthropic models return one choice per request; `n` must be 1.")
+        raise unsupported("n", "Anthropic models return one choice per request; `n` must be 1.")
     if request.logprobs:
-        raise _unsupported("logprobs", "Anthropic models do not return log probabilities; omit `logprobs`.")
+        raise unsupported("logprobs", "Anthropic models do not return log probabilities; omit `logprobs`.")
     if request.logit_bias:
-        raise _unsupported("logit_bias", "Anthropic models do not support `logit_bias`.")
+        raise unsupported("logit_bias", "Anthropic models do not support `logit_bias`.")
     for name in ("presence_penalty", "frequency_penalty"):
         if getattr(request, name):
-            raise _unsupported(name, f"Anthropic models do not support `{name}`; omit it or send 0.")
+            raise unsupported(name, f"Anthropic models do not support `{name}`; omit it or send 0.")
     if request.temperature is not None and request.temperature > 1:
-        raise _invalid(
+        raise invalid(
             "temperature", f"Anthropic models accept a `temperature` between 0 and 1; got {request.temperature}."
         )
     if request.modalities is not None and any(m != "text" for m in request.modalities):
-        raise _unsupported("modalities", 'Anthropic models answer in text only; `modalities` must be ["text"].')
+        raise unsupported("modalities", 'Anthropic models answer in text only; `modalities` must be ["text"].')
     if request.service_tier is not None and request.service_tier not in SERVICE_TIERS:
-        raise _unsupported(
+        raise unsupported(
             "service_tier",
             f"`service_tier` `{request.service_tier}` has no Anthropic equivalent; use `auto` or `default`.",
         )
     if request.tools:
         for i, tool in enumerate(request.tools):
             if not isinstance(tool, p.FunctionTool):
-                raise _unsupported(f"tools[{i}]", "Anthropic models support function tools only, not custom tools.")
+                raise unsupported(f"tools[{i}]", "Anthropic models support function tools only, not custom tools.")
     if isinstance(request.response_format, p.ResponseFormatJsonObject):
-        raise _unsupported(
+        raise unsupported(
             "response_format",
             "Anthropic models cannot be held to free-form JSON; use `response_format` of type `json_schema`.",
         )
@@ -146,7 +138,7 @@ def check_parameters(request: p.ChatCompletionRequest) -> None:
         isinstance(request.response_format, p.ResponseFormatJsonSchema)
         and request.response_format.json_schema.schema_ is None
     ):
-        raise _invalid("response_format.json_schema.schema", "Anthropic structured output needs a `schema`.")
+        raise invalid("response_format.json_schema.schema", "Anthropic structured output needs a `schema`.")
 
 
 # ---- messages -------------------------------------------------------------------------------
@@ -171,7 +163,7 @@ class Turns:
 def cache_control(options: p.PromptCacheOptions | None) -> dict[str, Any]:
     """The `cache_control` a breakpoint gets; OpenAI's TTL is a minimum, so 30m needs Anthropic's 1h."""
     if options is not None and options.ttl not in (None, "30m"):
-        raise _invalid("prompt_cache_options.ttl", f"Unsupported prompt cache TTL `{options.ttl}`; use `30m`.")
+        raise invalid("prompt_cache_options.ttl", f"Unsupported prompt cache TTL `{options.ttl}`; use `30m`.")
     if options is not None and options.ttl == "30m":
         return {"type": "ephemeral", "ttl": "1h"}
     return {"type": "ephemeral"}
@@ -194,39 +186,27 @@ def text_blocks(
     ]
 
 
-def parse_data_url(url: str) -> tuple[str, str] | None:
-    """(media type, base64 data) of a base64 `data:` URL, or None if it is not one."""
-    if not url.startswith("data:"):
-        return None
-    head, sep, data = url[5:].partition(",")
-    if not sep or not head.endswith(";base64"):
-        return None
-    return head[: -len(";base64")].split(";")[0].lower(), data
-
-
 def image_block(part: p.ImagePart, where: str, cache: dict[str, Any]) -> dict[str, Any]:
     """An image part as an image block (base64 for data URLs, url source for http(s))."""
     if part.image_url.detail == "low":
-        raise _unsupported(
+        raise unsupported(
             f"{where}.image_url.detail",
             "Anthropic models read images at full resolution; `detail: low` is not supported.",
         )
-    url = part.image_url.url
+    url, param = part.image_url.url, f"{where}.image_url.url"
     if url.startswith("data:"):
-        parsed = parse_data_url(url)
-        if parsed is None:
-            raise _invalid(f"{where}.image_url.url", "An image data URL must be base64: `data:image/png;base64,...`.")
-        media_type, data = parsed
-        if media_type not in IMAGE_MEDIA_TYPES:
-            raise _invalid(
-                f"{where}.image_url.url",
-                f"Anthropic models accept images of type {', '.join(IMAGE_MEDIA_TYPES)}; got `{media_type}`.",
+        data_url = parse_data_url(url, param)
+        if not data_url.is_base64:
+            raise invalid(param, "An image data URL must be base64: `data:image/png;base64,...`.")
+        if data_url.mime not in IMAGE_MEDIA_TYPES:
+            raise invalid(
+                param, f"Anthropic models accept images of type {', '.join(IMAGE_MEDIA_TYPES)}; got `{data_url.mime}`."
             )
-        source: dict[str, Any] = {"type": "base64", "media_type": media_type, "data": data}
+        source: dict[str, Any] = {"type": "base64", "media_type": data_url.mime, "data": data_url.data}
     elif url.startswith(("http://", "https://")):
         source = {"type": "url", "url": url}
     else:
-        raise _invalid(f"{where}.image_url.url", "An image URL must be an http(s) URL or a base64 data URL.")
+        raise invalid(param, "An image URL must be an http(s) URL or a base64 data URL.")
     return _with_cache({"type": "image", "source": source}, part, cache)
 
 
@@ -234,23 +214,29 @@ def file_block(part: p.FilePart, where: str, cache: dict[str, Any]) -> dict[str,
     """A file part (PDF or plain text sent inline) as a document block."""
     ref = part.file
     if ref.file_data is None:
-        raise _unsupported(
+        raise unsupported(
             f"{where}.file.file_id", "Anthropic cannot read OpenAI file ids; send the file as `file_data`."
         )
-    parsed = parse_data_url(ref.file_data)
-    media_type, data = parsed if parsed is not None else ("application/pdf", ref.file_data)
+    param = f"{where}.file.file_data"
+    # A data: URL tells the type; bare base64 is taken for a PDF.
+    data_url = parse_data_url(ref.file_data, param) if ref.file_data.startswith("data:") else None
+    media_type = data_url.mime if data_url is not None else "application/pdf"
     if media_type == "application/pdf":
+        if data_url is None:
+            data = ref.file_data
+        elif data_url.is_base64:
+            data = data_url.data
+        else:  # percent-encoded bytes; Anthropic takes base64
+            data = base64.b64encode(data_url.bytes(param)).decode()
         source: dict[str, Any] = {"type": "base64", "media_type": media_type, "data": data}
-    elif media_type == "text/plain":
+    elif media_type == "text/plain" and data_url is not None:
         try:
-            text = base64.b64decode(data, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise _invalid(f"{where}.file.file_data", "The text file is not valid base64-encoded UTF-8.") from None
+            text = data_url.bytes(param).decode("utf-8")
+        except UnicodeDecodeError:
+            raise invalid(param, "The text file is not valid UTF-8.") from None
         source = {"type": "text", "media_type": media_type, "data": text}
     else:
-        raise _unsupported(
-            f"{where}.file.file_data", f"Anthropic models read PDF and plain-text files; got `{media_type}`."
-        )
+        raise unsupported(param, f"Anthropic models read PDF and plain-text files; got `{media_type}`.")
     block: dict[str, Any] = {"type": "document", "source": source}
     if ref.filename:
         block["title"] = ref.filename
@@ -270,20 +256,15 @@ def user_blocks(message: p.UserMessage, where: str, cache: dict[str, Any]) -> li
         elif isinstance(part, p.FilePart):
             blocks.append(file_block(part, at, cache))
         else:
-            raise _unsupported(at, "Anthropic models do not accept audio input.")
+            raise unsupported(at, "Anthropic models do not accept audio input.")
     return blocks
 
 
 def tool_use_block(call: p.ToolCall, where: str) -> dict[str, Any]:
     """An assistant's function call as a `tool_use` block with its arguments decoded."""
     if not isinstance(call, p.FunctionToolCall):
-        raise _unsupported(where, "Anthropic models support function tool calls only, not custom ones.")
-    try:
-        arguments = orjson.loads(call.function.arguments) if call.function.arguments.strip() else {}
-    except orjson.JSONDecodeError:
-        raise _invalid(f"{where}.function.arguments", "The tool call's `arguments` are not valid JSON.") from None
-    if not isinstance(arguments, dict):
-        raise _invalid(f"{where}.function.arguments", "The tool call's `arguments` must be a JSON object.")
+        raise unsupported(where, "Anthropic models support function tool calls only, not custom ones.")
+    arguments = parse_tool_arguments(call.function.arguments, f"{where}.function.arguments")
     return {"type": "tool_use", "id": call.id, "name": call.function.name, "input": arguments}
 
 
@@ -296,7 +277,7 @@ def carried_thinking(call: p.ToolCall, where: str) -> list[dict[str, Any]]:
     if not isinstance(blocks, list) or not all(
         isinstance(b, dict) and b.get("type") in THINKING_BLOCK_TYPES for b in blocks
     ):
-        raise _invalid(
+        raise invalid(
             f"{where}.extra_content.anthropic.thinking_blocks", "Send the thinking blocks back exactly as received."
         )
     return blocks
@@ -305,9 +286,9 @@ def carried_thinking(call: p.ToolCall, where: str) -> list[dict[str, Any]]:
 def assistant_blocks(message: p.AssistantMessage, where: str, cache: dict[str, Any]) -> list[dict[str, Any]]:
     """An assistant message: carried thinking, then its text (and refusal), then its tool calls."""
     if message.audio is not None:
-        raise _unsupported(f"{where}.audio", "Anthropic models cannot take audio replies back as input.")
+        raise unsupported(f"{where}.audio", "Anthropic models cannot take audio replies back as input.")
     if message.function_call is not None:
-        raise _unsupported(
+        raise unsupported(
             f"{where}.function_call", "Use `tool_calls`; the deprecated `function_call` is not supported."
         )
     thinking: list[dict[str, Any]] = []
@@ -340,9 +321,9 @@ def convert_messages(request: p.ChatCompletionRequest, cache: dict[str, Any]) ->
     for i, message in enumerate(request.messages):
         where = f"messages[{i}]"
         if isinstance(message, p.FunctionMessage):
-            raise _unsupported(f"{where}.role", "Use `tool` messages; the deprecated `function` role is not supported.")
+            raise unsupported(f"{where}.role", "Use `tool` messages; the deprecated `function` role is not supported.")
         if getattr(message, "name", None) is not None:
-            raise _unsupported(f"{where}.name", "Anthropic models do not support participant `name`s on messages.")
+            raise unsupported(f"{where}.name", "Anthropic models do not support participant `name`s on messages.")
         if isinstance(message, (p.SystemMessage, p.DeveloperMessage)):
             out.system += text_blocks(message.content, cache, keep_empty=False)
         elif isinstance(message, p.UserMessage):
@@ -387,7 +368,7 @@ def tools_and_choice(request: p.ChatCompletionRequest) -> tuple[list[dict[str, A
         functions = allowed_functions(functions, choice)
         out = {"type": "auto" if choice.allowed_tools.mode == "auto" else "any"}
     else:
-        raise _unsupported("tool_choice", "Anthropic models support function tools only, not custom ones.")
+        raise unsupported("tool_choice", "Anthropic models support function tools only, not custom ones.")
     if request.parallel_tool_calls is False and (out is None or out["type"] != "none"):
         out = {**(out or {"type": "auto"}), "disable_parallel_tool_use": True}
     return [tool_param(fn) for fn in functions], out
@@ -401,7 +382,7 @@ def allowed_functions(
     for k, entry in enumerate(choice.allowed_tools.tools):
         name = (entry.get("function") or {}).get("name") if entry.get("type") == "function" else None
         if not isinstance(name, str) or name not in {fn.name for fn in functions}:
-            raise _invalid(
+            raise invalid(
                 f"tool_choice.allowed_tools.tools[{k}]", "Each allowed tool must name one of the function `tools`."
             )
         names.append(name)
@@ -417,7 +398,7 @@ def reasoning_params(request: p.ChatCompletionRequest, mode: str) -> tuple[dict[
         return {"type": "disabled"}, 0, None
     if mode == "adaptive":
         if effort not in ADAPTIVE_EFFORTS:
-            raise _unsupported(
+            raise unsupported(
                 "reasoning_effort", f"`reasoning_effort` `{effort}` has no Anthropic effort level; use low to max."
             )
         return {"type": "adaptive"}, 0, effort
@@ -426,7 +407,7 @@ def reasoning_params(request: p.ChatCompletionRequest, mode: str) -> tuple[dict[
     if cap is not None:
         if cap <= MIN_THINKING_BUDGET:
             param = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
-            raise _invalid(
+            raise invalid(
                 param,
                 f"With `reasoning_effort`, Anthropic needs room for at least {MIN_THINKING_BUDGET} thinking tokens: "
                 f"`{param}` must be above {MIN_THINKING_BUDGET}.",
@@ -546,7 +527,7 @@ def convert_message(message: dict[str, Any], model: str) -> dict[str, Any]:
 
 @dataclass
 class StreamTranslator:
-    """Turns Anthropic stream events (dicts), one at a time, into OpenAI chunks."""
+    """Turns Anthropic stream events (dicts), one at a time, into OpenAI chunks (`base.StreamTranslator`)."""
 
     chunks: p.ChunkFactory
     usage: dict[str, Any] = field(default_factory=dict)
@@ -554,7 +535,7 @@ class StreamTranslator:
     tool_index: dict[int, int] = field(default_factory=dict)  # Anthropic block index -> OpenAI tool call index
     thinking: dict[int, dict[str, Any]] = field(default_factory=dict)
     started: bool = False
-    finish: str | None = None
+    reason: str | None = None  # the OpenAI finish reason, once message_delta told it
 
     def _delta(self, delta: dict[str, Any]) -> dict[str, Any]:
         if not self.started:
@@ -575,10 +556,10 @@ class StreamTranslator:
         if kind == "message_delta":
             self._add_usage(event.get("usage"))
             reason = (event.get("delta") or {}).get("stop_reason")
-            if reason is not None and self.finish is None:
-                self.finish = finish_reason(reason)
+            if reason is not None and self.reason is None:
+                self.reason = finish_reason(reason)
                 out = [] if self.started else [self._delta({"content": ""})]
-                return [*out, self.chunks.delta(0, {}, finish_reason=self.finish)]
+                return [*out, self.chunks.delta(0, {}, finish_reason=self.reason)]
         return []  # content_block_stop, message_stop, ping and unknown events
 
     def _block_start(self, index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
@@ -626,26 +607,25 @@ class StreamTranslator:
             if value is not None:
                 self.usage[key] = value
 
-    def end(self) -> dict[str, Any]:
+    def finish(self) -> list[dict[str, Any]]:
         """The closing usage chunk; an upstream stream that never finished is an error."""
-        if self.finish is None:
+        if self.reason is None:
             raise UpstreamError(
                 f"The {PROVIDER} upstream ended the stream before the message was complete.",
                 code="upstream_incomplete_stream",
             )
-        return self.chunks.usage(convert_usage(self.usage))
+        return [self.chunks.usage(convert_usage(self.usage))]
 
 
 # ---- errors --------------------------------------------------------------------------------------
 
 
-def convert_error(exc: BaseException) -> GatewayError:
-    """The OpenAI-side error for an SDK or HTTP failure, by status code (never by SDK class)."""
+def upstream_error(exc: Exception) -> GatewayError | None:
+    """Anthropic's one mapping of upstream failures: API errors by status code (never by SDK class),
+    transport failures by kind; None for anything that is not an upstream failure."""
     import anthropic
     import httpx2
 
-    if isinstance(exc, GatewayError):
-        return exc
     if isinstance(exc, anthropic.APIStatusError):
         status = exc.status_code
         in_stream = status < 400  # an `error` event inside a 200 stream
@@ -659,16 +639,13 @@ def convert_error(exc: BaseException) -> GatewayError:
     if isinstance(exc, anthropic.APIConnectionError):
         cause = exc.__cause__
         return upstream_unreachable(PROVIDER, type(cause).__name__ if cause else "connection error")
-    if isinstance(exc, httpx2.TransportError):
+    if isinstance(exc, httpx2.TransportError):  # a cut mid-stream is the HTTP library's, not the SDK's
         return upstream_unreachable(PROVIDER, f"the connection broke mid-stream ({type(exc).__name__})")
-    return UpstreamError(f"The {PROVIDER} upstream sent an answer the gateway could not read ({type(exc).__name__}).")
-
-
-def _upstream_errors() -> tuple[type[BaseException], ...]:
-    import anthropic
-    import httpx2
-
-    return (anthropic.APIError, httpx2.HTTPError, httpx2.StreamError)
+    if isinstance(exc, (anthropic.APIError, httpx2.HTTPError, httpx2.StreamError)):
+        return upstream_failure(
+            f"The {PROVIDER} upstream sent an answer the gateway could not read ({type(exc).__name__})."
+        )
+    return None
 
 
 # ---- I/O -----------------------------------------------------------------------------------------
@@ -688,9 +665,8 @@ class AnthropicProvider(Provider):
         super().__init__(route)
         self._client: Any = None
 
-    def check(self, request: p.ChatCompletionRequest) -> None:
-        super().check(request)
-        build_params(request, self.route)  # every 400 surfaces before any upstream call
+    def translate(self, request: p.ChatCompletionRequest) -> dict[str, Any]:
+        return build_params(request, self.route)
 
     def client(self) -> Any:
         """The pooled `AsyncAnthropic` client, created on first use with the key from the environment."""
@@ -710,34 +686,27 @@ class AnthropicProvider(Provider):
             self._client = AsyncAnthropic(**kwargs)
         return self._client
 
-    async def complete(self, request: p.ChatCompletionRequest) -> dict[str, Any]:
-        params = build_params(request, self.route)
+    async def complete(self, prepared: Prepared[dict[str, Any]]) -> dict[str, Any]:
         client = self.client()
-        try:
-            message = await client.messages.create(**params)
-        except _upstream_errors() as exc:
-            raise convert_error(exc) from exc
+        with upstream_failures(upstream_error):
+            message = await client.messages.create(**prepared.payload)
         return convert_message(message.model_dump(), self.route.upstream_model)
 
-    def stream(self, request: p.ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
-        """Translate and take the client now (a 400 or 503 raises here); events flow from the generator."""
-        return self._events(self.client(), build_params(request, self.route))
+    def stream(self, prepared: Prepared[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """Take the client now (a missing credential's 503 raises here); events flow from the generator."""
+        return self._events(self.client(), prepared.payload)
 
     async def _events(self, client: Any, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         translator = StreamTranslator(p.ChunkFactory(self.route.upstream_model))
-        errors = _upstream_errors()
-        try:
+        with upstream_failures(upstream_error):
             upstream = await client.messages.create(**params, stream=True)
-        except errors as exc:
-            raise convert_error(exc) from exc
         async with upstream:  # closes the upstream HTTP stream however this generator ends
-            try:
+            with upstream_failures(upstream_error):
                 async for event in upstream:
                     for chunk in translator.feed(event.model_dump()):
                         yield chunk
-            except errors as exc:
-                raise convert_error(exc) from exc
-        yield translator.end()
+        for chunk in translator.finish():
+            yield chunk
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -745,4 +714,4 @@ class AnthropicProvider(Provider):
             await client.close()
 
 
-__all__ = ["AnthropicProvider", "StreamTranslator", "build_params", "convert_error", "convert_message"]
+__all__ = ["AnthropicProvider", "StreamTranslator", "build_params", "convert_message", "upstream_error"]

@@ -4,20 +4,27 @@ Each provider module holds all of one provider's translation, split into pure
 functions (OpenAI request -> provider request, provider answer -> OpenAI
 response or chunks) and a small class doing the I/O. Providers raise
 `GatewayError`s with the status OpenAI would use.
+
+A request is prepared once per route, before any upstream call:
+`prepare()` checks that the route can honour it and translates it in the same
+pass, and every attempt on that route sends the same `Prepared` payload with
+`complete()` or `stream()`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import orjson
 
-from ..errors import InvalidRequest, ServiceUnavailable
+from ..errors import GatewayError, InvalidRequest, ServiceUnavailable
 from ..protocol import ChatCompletionRequest, EmbeddingRequest
+from ..redaction import watch_env
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class Route:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options_key", orjson.dumps(self.options, option=orjson.OPT_SORT_KEYS))
+        watch_env(self.api_key_env)  # its value is a credential: redacted from any upstream text
 
     @property
     def label(self) -> str:
@@ -83,12 +91,64 @@ CORE_PARAMS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """A request translated for one route, ready to send (TEMPORARY shim until the provider contract lands)."""
+def unsupported(param: str, message: str) -> InvalidRequest:
+    """The 400 for a parameter (or a value of it) this route cannot honour."""
+    return InvalidRequest(message, param=param, code="unsupported_parameter")
+
+
+def invalid(param: str, message: str) -> InvalidRequest:
+    """The 400 for a value this route's provider cannot take as it is."""
+    return InvalidRequest(message, param=param)
+
+
+# A provider's one mapping of upstream failures (SDK and transport exceptions) to gateway errors: by
+# HTTP status through `errors.from_upstream_status`, connection failures and timeouts through
+# `errors.upstream_unreachable` / `errors.upstream_timeout`; None for what is not an upstream failure.
+ErrorMapping = Callable[[Exception], GatewayError | None]
+
+
+@contextmanager
+def upstream_failures(mapping: ErrorMapping) -> Iterator[None]:
+    """Around every upstream call: a failure inside becomes the gateway error the provider's mapping gives.
+
+    Gateway errors, and exceptions the mapping does not claim (bugs, StopAsyncIteration), pass unchanged.
+    """
+    try:
+        yield
+    except GatewayError:
+        raise
+    except Exception as exc:
+        err = mapping(exc)
+        if err is None:
+            raise
+        raise err from exc
+
+
+PayloadT = TypeVar("PayloadT")
+EventT_contra = TypeVar("EventT_contra", contravariant=True)
+
+
+class StreamTranslator(Protocol[EventT_contra]):
+    """The one shape of every provider's stream translation: upstream events in, OpenAI chunks out."""
+
+    def feed(self, event: EventT_contra) -> list[dict[str, Any]]:
+        """The chunks one upstream event produces (often none); raises the gateway error an error event means."""
+        ...
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The chunks due once the upstream ended: what is still open, then the usage chunk (last, if any).
+
+        Raises when the way the stream ended is itself an error (cut short, an error event held back).
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared(Generic[PayloadT]):
+    """A request one route's provider has checked and translated: what every attempt on it sends."""
 
     request: ChatCompletionRequest
-    payload: Any = None
+    payload: PayloadT  # the provider's own request (Gemini contents and config, Anthropic params, a JSON body)
 
 
 class Provider:
@@ -101,29 +161,33 @@ class Provider:
     def __init__(self, route: Route) -> None:
         self.route = route
 
-    def check(self, request: ChatCompletionRequest) -> None:
-        """Reject, before any upstream call, a parameter this provider cannot honour."""
+    def prepare(self, request: ChatCompletionRequest) -> Prepared[Any]:
+        """Check and translate `request` for this route in one pass, before any upstream call.
+
+        A parameter the provider does not honour, or a value it cannot, is an `InvalidRequest`
+        naming it in `param` (code `unsupported_parameter` when the provider has no equivalent).
+        """
         for param in request.model_fields_set:
             if param in CORE_PARAMS or param in self.supported_params:
                 continue
             if getattr(request, param) is None:
                 continue
-            raise InvalidRequest(
+            raise unsupported(
+                param,
                 f"The parameter `{param}` is not supported by model `{request.model}` "
                 f"(served by the {self.name} provider).",
-                param=param,
-                code="unsupported_parameter",
             )
+        return Prepared(request, self.translate(request))
 
-    def prepare(self, request: ChatCompletionRequest) -> Prepared:
-        self.check(request)
-        return Prepared(request)
+    def translate(self, request: ChatCompletionRequest) -> Any:
+        """The provider's own request for `request` (raising for what it can't honour); None if it needs none."""
+        return None
 
-    async def complete(self, request: ChatCompletionRequest) -> dict[str, Any]:
+    async def complete(self, prepared: Prepared[Any]) -> dict[str, Any]:
         """A whole `CreateChatCompletionResponse`, with usage."""
         raise NotImplementedError
 
-    def stream(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
+    def stream(self, prepared: Prepared[Any]) -> AsyncIterator[dict[str, Any]]:
         """Chunks as they arrive; the last one is always a usage chunk (`choices: []`)."""
         raise NotImplementedError
 

@@ -68,17 +68,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import dataclasses
 import math
 import mimetypes
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote_to_bytes, urlparse
+from urllib.parse import urlparse
 
 import httpx
 import orjson
@@ -92,10 +90,12 @@ from ..errors import (
     InvalidRequest,
     UpstreamError,
     from_upstream_status,
+    upstream_failure,
     upstream_timeout,
     upstream_unreachable,
 )
-from .base import Provider, Route
+from .base import Prepared, Provider, Route, unsupported, upstream_failures
+from .inputs import decode_base64, parse_data_url, parse_tool_arguments
 
 try:  # google-genai prefers httpx2 when it is installed
     import httpx2
@@ -146,10 +146,6 @@ FILTERED = frozenset(
 # Error reasons Gemini sends (with 400 or 403) when the API key itself is wrong.
 BAD_KEY_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_NOT_FOUND"})
 EMBED_BATCH = 100  # batchEmbedContents takes at most 100 requests
-
-
-def _unsupported(message: str, param: str) -> InvalidRequest:
-    return InvalidRequest(message, param=param, code="unsupported_parameter")
 
 
 # ---- OpenAI request -> Gemini request ------------------------------------------------------
@@ -212,10 +208,10 @@ def message_parts(message: Any, where: str, names: dict[str, str]) -> tuple[str,
         return "model", assistant_parts(message, where, names)
     if isinstance(message, p.ToolMessage):
         return "user", [tool_result_part(message, where, names)]
-    raise _unsupported(
+    raise unsupported(
+        f"{where}.role",
         "Messages with role `function` (the deprecated function-calling API) are not supported by Gemini "
         "models on this gateway; use `tools` and `tool` messages.",
-        f"{where}.role",
     )
 
 
@@ -241,23 +237,23 @@ def user_part(part: Any, where: str) -> types.Part | None:
         return types.Part(inline_data=types.Blob(mime_type=AUDIO_TYPES[part.input_audio.format], data=data))
     if isinstance(part, p.FilePart):
         return file_part(part.file, f"{where}.file")
-    raise _unsupported(f"Content parts of type `{getattr(part, 'type', '?')}` are not supported.", where)
+    raise unsupported(where, f"Content parts of type `{getattr(part, 'type', '?')}` are not supported.")
 
 
 def image_part(url: str, param: str) -> types.Part:
     """A data: URL becomes inline data; an http(s) URL becomes file data with a guessed MIME type."""
     if url.startswith("data:"):
-        mime, data = parse_data_url(url, param)
-        return types.Part(inline_data=types.Blob(mime_type=mime, data=data))
+        data_url = parse_data_url(url, param)
+        return types.Part(inline_data=types.Blob(mime_type=data_url.mime, data=data_url.bytes(param)))
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https"):
         raise InvalidRequest("An image URL must be an http(s) URL or a base64 data: URL.", param=param)
     mime = image_type_of(parsed.path)
     if mime is None:
-        raise _unsupported(
+        raise unsupported(
+            param,
             "Gemini needs the MIME type of an image URL, and it can't be told from this URL's extension; "
             f"use a URL ending in one of {', '.join(sorted(IMAGE_TYPES))}, or send the image as a base64 data: URL.",
-            param,
         )
     return types.Part(file_data=types.FileData(file_uri=url, mime_type=mime))
 
@@ -268,44 +264,23 @@ def image_type_of(path: str) -> str | None:
     return IMAGE_TYPES.get(path[dot:].lower()) if dot != -1 else None
 
 
-def parse_data_url(url: str, param: str) -> tuple[str, bytes]:
-    """(MIME type, bytes) of a data: URL."""
-    header, comma, payload = url[len("data:") :].partition(",")
-    if not comma:
-        raise InvalidRequest("This data: URL has no comma separating its header from its data.", param=param)
-    fields = header.split(";")
-    mime = fields[0].strip().lower() or "text/plain"
-    if any(f.strip().lower() == "base64" for f in fields[1:]):
-        return mime, decode_base64(payload, param)
-    return mime, unquote_to_bytes(payload)
-
-
-def decode_base64(value: str, param: str) -> bytes:
-    """Bytes from standard or URL-safe base64, padding optional."""
-    text = re.sub(r"\s+", "", value).replace("-", "+").replace("_", "/")
-    try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequest("This value is not valid base64.", param=param) from None
-
-
 def file_part(ref: p.FileRef, param: str) -> types.Part:
     """An inline file (data: URL or base64 with a filename telling its type)."""
     if ref.file_id is not None:
-        raise _unsupported(
-            "OpenAI file ids mean nothing to Gemini; send the file inline as `file_data`.", f"{param}.file_id"
+        raise unsupported(
+            f"{param}.file_id", "OpenAI file ids mean nothing to Gemini; send the file inline as `file_data`."
         )
     if not ref.file_data:
         raise InvalidRequest("A file part needs `file_data`.", param=f"{param}.file_data")
     if ref.file_data.startswith("data:"):
-        mime, data = parse_data_url(ref.file_data, f"{param}.file_data")
-        return types.Part(inline_data=types.Blob(mime_type=mime, data=data))
+        data_url = parse_data_url(ref.file_data, f"{param}.file_data")
+        return types.Part(inline_data=types.Blob(mime_type=data_url.mime, data=data_url.bytes(f"{param}.file_data")))
     mime = mimetypes.guess_type(ref.filename or "")[0]
     if mime is None:
-        raise _unsupported(
+        raise unsupported(
+            f"{param}.filename",
             "The file's MIME type can't be told: send `file_data` as a data: URL, "
             "or a `filename` with a known extension.",
-            f"{param}.filename",
         )
     return types.Part(inline_data=types.Blob(mime_type=mime, data=decode_base64(ref.file_data, f"{param}.file_data")))
 
@@ -313,11 +288,11 @@ def file_part(ref: p.FileRef, param: str) -> types.Part:
 def assistant_parts(message: p.AssistantMessage, where: str, names: dict[str, str]) -> list[types.Part]:
     """Text, then function calls (with their thought signatures); registers the calls' names."""
     if message.audio is not None:
-        raise _unsupported("Gemini models on this gateway do not produce audio; drop `audio`.", f"{where}.audio")
+        raise unsupported(f"{where}.audio", "Gemini models on this gateway do not produce audio; drop `audio`.")
     if message.function_call is not None:
-        raise _unsupported(
-            "The deprecated `function_call` is not supported by Gemini models; use `tool_calls`.",
+        raise unsupported(
             f"{where}.function_call",
+            "The deprecated `function_call` is not supported by Gemini models; use `tool_calls`.",
         )
     parts = [types.Part(text=text) for text in assistant_texts(message) if text]
     calls = [
@@ -340,28 +315,13 @@ def assistant_texts(message: p.AssistantMessage) -> list[str]:
 
 def function_call_part(call: Any, where: str, names: dict[str, str]) -> types.Part:
     if not isinstance(call, p.FunctionToolCall):
-        raise _unsupported("Custom tool calls are not supported by Gemini models.", where)
+        raise unsupported(where, "Custom tool calls are not supported by Gemini models.")
     names[call.id] = call.function.name
-    args = parse_arguments(call.function.arguments, f"{where}.function.arguments")
+    args = parse_tool_arguments(call.function.arguments, f"{where}.function.arguments")
     return types.Part(
         function_call=types.FunctionCall(name=call.function.name, args=args),
         thought_signature=signature_from(call.extra_content, f"{where}.extra_content"),
     )
-
-
-def parse_arguments(arguments: str, param: str) -> dict[str, Any]:
-    """A tool call's arguments as the JSON object Gemini wants."""
-    if not arguments.strip():
-        return {}
-    try:
-        args = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest(
-            "Tool call arguments must be a JSON object; this is not valid JSON.", param=param
-        ) from None
-    if not isinstance(args, dict):
-        raise InvalidRequest("Tool call arguments must be a JSON object.", param=param)
-    return args
 
 
 def signature_from(extra_content: dict[str, Any] | None, param: str) -> bytes | None:
@@ -427,16 +387,16 @@ def response_format_settings(fmt: Any) -> dict[str, Any]:
 def tool_settings(request: p.ChatCompletionRequest) -> dict[str, Any]:
     """Function declarations and the function-calling mode."""
     if request.parallel_tool_calls is False:
-        raise _unsupported(
-            "Gemini can't be told to call at most one function at a time; drop `parallel_tool_calls: false`.",
+        raise unsupported(
             "parallel_tool_calls",
+            "Gemini can't be told to call at most one function at a time; drop `parallel_tool_calls: false`.",
         )
     if not request.tools:
         return {}
     declarations = []
     for i, tool in enumerate(request.tools):
         if not isinstance(tool, p.FunctionTool):
-            raise _unsupported("Custom tools are not supported by Gemini models; use function tools.", f"tools[{i}]")
+            raise unsupported(f"tools[{i}]", "Custom tools are not supported by Gemini models; use function tools.")
         declarations.append(function_declaration(tool.function))
     mode, allowed = calling_mode(request.tool_choice, [d.name or "" for d in declarations])
     if allowed is not None and mode == types.FunctionCallingConfigMode.AUTO:
@@ -478,7 +438,7 @@ def calling_mode(choice: Any, names: list[str]) -> tuple[types.FunctionCallingCo
                 )
             allowed.append(name)
         return modes[choice.allowed_tools.mode], allowed
-    raise _unsupported("Custom tools are not supported by Gemini models.", "tool_choice")
+    raise unsupported("tool_choice", "Custom tools are not supported by Gemini models.")
 
 
 def thinking_major(upstream_model: str) -> int:
@@ -497,22 +457,22 @@ def thinking_config(effort: str | None, upstream_model: str) -> types.ThinkingCo
         return types.ThinkingConfig(thinking_level=THINKING_LEVELS[effort])
     if thinking_major(upstream_model) < 3 and effort in THINKING_BUDGETS:
         return types.ThinkingConfig(thinking_budget=THINKING_BUDGETS[effort])
-    raise _unsupported(
+    raise unsupported(
+        "reasoning_effort",
         f"`reasoning_effort: {effort}` has no equivalent for `{upstream_model}`; "
         "use none, minimal, low, medium or high.",
-        "reasoning_effort",
     )
 
 
 def service_tier(tier: str | None) -> types.ServiceTier | None:
     if tier is None or tier in SERVICE_TIERS:
         return SERVICE_TIERS.get(tier) if tier else None
-    raise _unsupported(f"Gemini has no `{tier}` service tier; use auto, default, flex or priority.", "service_tier")
+    raise unsupported("service_tier", f"Gemini has no `{tier}` service tier; use auto, default, flex or priority.")
 
 
-def check_modalities(modalities: list[str] | None) -> None:
+def check_modalities(modalities: Sequence[str] | None) -> None:
     if modalities and "audio" in modalities:
-        raise _unsupported("Gemini models on this gateway answer in text only.", "modalities")
+        raise unsupported("modalities", "Gemini models on this gateway answer in text only.")
 
 
 # ---- Gemini response -> OpenAI response ------------------------------------------------------
@@ -638,7 +598,7 @@ class ChoiceState:
 
 @dataclass
 class StreamTranslator:
-    """Turns Gemini stream chunks into OpenAI chunks, one Gemini chunk at a time."""
+    """Turns Gemini stream chunks into OpenAI chunks, one Gemini chunk at a time (`base.StreamTranslator`)."""
 
     chunks: p.ChunkFactory
     choices: dict[int, ChoiceState] = field(default_factory=dict)
@@ -766,38 +726,29 @@ def retry_after_of(exc: genai_errors.APIError) -> str | None:
     return None
 
 
-def scrub(message: str, secret: str | None) -> str:
-    """The upstream's message with the credential masked, should it ever be echoed."""
-    return message.replace(secret, "***") if secret else message
-
-
-def from_api_error(exc: genai_errors.APIError, secret: str | None) -> GatewayError:
+def from_api_error(exc: genai_errors.APIError) -> GatewayError:
     """A Gemini API error mapped by its HTTP status (a wrong key is a 401 whatever Gemini's status)."""
     status = exc.code if isinstance(exc.code, int) else 502
     reasons = {d.get("reason") for d in error_details(exc)}
     if reasons & BAD_KEY_REASONS:
         status = 401
-    message = scrub(str(exc.message or exc.status or "no details"), secret)
+    message = str(exc.message or exc.status or "no details")
     return from_upstream_status(status, message, provider=PROVIDER, retry_after=retry_after_of(exc))
 
 
-@contextmanager
-def upstream_errors(secret: str | None) -> Iterator[None]:
-    """Turn SDK and transport failures inside the block into gateway errors."""
-    try:
-        yield
-    except genai_errors.APIError as exc:
-        raise from_api_error(exc, secret) from exc
-    except TIMEOUTS as exc:
-        raise upstream_timeout(PROVIDER, type(exc).__name__) from exc
-    except CONNECT_ERRORS as exc:
-        raise upstream_unreachable(PROVIDER, scrub(str(exc) or type(exc).__name__, secret)) from exc
-    except TRANSPORT_ERRORS as exc:
-        raise UpstreamError(
-            f"The {PROVIDER} upstream connection failed: {scrub(str(exc) or type(exc).__name__, secret)}"
-        ) from exc
-    except genai_errors.UnknownApiResponseError as exc:
-        raise UpstreamError(f"The {PROVIDER} upstream sent an answer that is not valid JSON.") from exc
+def upstream_error(exc: Exception) -> GatewayError | None:
+    """Gemini's one mapping of upstream failures: API errors by HTTP status, transport failures by kind."""
+    if isinstance(exc, genai_errors.APIError):
+        return from_api_error(exc)
+    if isinstance(exc, TIMEOUTS):
+        return upstream_timeout(PROVIDER, type(exc).__name__)
+    if isinstance(exc, CONNECT_ERRORS):
+        return upstream_unreachable(PROVIDER, str(exc) or type(exc).__name__)
+    if isinstance(exc, TRANSPORT_ERRORS):
+        return upstream_failure(f"The {PROVIDER} upstream connection failed: {str(exc) or type(exc).__name__}")
+    if isinstance(exc, genai_errors.UnknownApiResponseError):
+        return upstream_failure(f"The {PROVIDER} upstream sent an answer that is not valid JSON.")
+    return None
 
 
 # ---- I/O ---------------------------------------------------------------------------------------
@@ -880,37 +831,32 @@ class GeminiProvider(Provider):
     def __init__(self, route: Route) -> None:
         super().__init__(route)
         self._client: genai.Client | None = None
-        self._secret: str | None = None
 
     def _sdk(self) -> genai.Client:
         """The route's client, built on first use (a missing key is a 503 then, not at import)."""
         if self._client is None:
             keyed = dataclasses.replace(self.route, api_key_env=self.route.api_key_env or DEFAULT_KEY_ENV)
-            self._secret = keyed.require_credential()
-            self._client = genai.Client(api_key=self._secret, vertexai=False, http_options=http_options(self.route))
+            key = keyed.require_credential()
+            self._client = genai.Client(api_key=key, vertexai=False, http_options=http_options(self.route))
         return self._client
 
-    def _translate(self, request: p.ChatCompletionRequest) -> GeminiRequest:
-        super().check(request)
+    def translate(self, request: p.ChatCompletionRequest) -> GeminiRequest:
         return to_gemini(request, self.route.upstream_model)
 
-    def check(self, request: p.ChatCompletionRequest) -> None:
-        self._translate(request)
-
-    async def complete(self, request: p.ChatCompletionRequest) -> dict[str, Any]:
-        gemini = self._translate(request)
+    async def complete(self, prepared: Prepared[GeminiRequest]) -> dict[str, Any]:
+        gemini = prepared.payload
         client = self._sdk()
-        with upstream_errors(self._secret):
+        with upstream_failures(upstream_error):
             response = await client.aio.models.generate_content(
                 model=self.route.upstream_model, contents=gemini.contents, config=gemini.config
             )
         return completion_from(response, self.route.upstream_model)
 
-    async def stream(self, request: p.ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
-        gemini = self._translate(request)
+    async def stream(self, prepared: Prepared[GeminiRequest]) -> AsyncIterator[dict[str, Any]]:
+        gemini = prepared.payload
         client = self._sdk()
         translator = StreamTranslator(p.ChunkFactory(self.route.upstream_model))
-        with upstream_errors(self._secret):
+        with upstream_failures(upstream_error):
             upstream = await client.aio.models.generate_content_stream(
                 model=self.route.upstream_model, contents=gemini.contents, config=gemini.config
             )
@@ -919,7 +865,7 @@ class GeminiProvider(Provider):
             while True:
                 token = _OPENED.set(opened)
                 try:
-                    with upstream_errors(self._secret):
+                    with upstream_failures(upstream_error):
                         response = await upstream.__anext__()
                 except StopAsyncIteration:
                     break
@@ -939,7 +885,7 @@ class GeminiProvider(Provider):
         batches = [texts[i : i + EMBED_BATCH] for i in range(0, len(texts), EMBED_BATCH)]
         tasks = [asyncio.ensure_future(self._embed_batch(client, batch, config)) for batch in batches]
         try:
-            with upstream_errors(self._secret):
+            with upstream_failures(upstream_error):
                 responses = await asyncio.gather(*tasks)
         finally:
             for task in tasks:

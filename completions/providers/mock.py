@@ -23,7 +23,7 @@ import orjson
 
 from .. import protocol as p
 from ..tokens import count_prompt, count_tokens, split_tokens
-from .base import Provider
+from .base import Prepared, Provider, unsupported
 
 
 @dataclass(frozen=True)
@@ -162,15 +162,11 @@ class MockProvider(Provider):
         }
     )
 
-    def check(self, request: p.ChatCompletionRequest) -> None:
-        super().check(request)
+    def translate(self, request: p.ChatCompletionRequest) -> None:
         if isinstance(request.response_format, p.ResponseFormatJsonSchema):
-            from ..errors import InvalidRequest
-
-            raise InvalidRequest(
+            raise unsupported(
+                "response_format",
                 "The mock model does not support `response_format` of type `json_schema`; use `json_object`.",
-                param="response_format",
-                code="unsupported_parameter",
             )
 
     @property
@@ -184,7 +180,8 @@ class MockProvider(Provider):
     def _usage(self, request: p.ChatCompletionRequest, ans: Answer) -> dict[str, Any]:
         return p.usage(count_prompt(request.messages), ans.completion_tokens * request.choices)
 
-    async def complete(self, request: p.ChatCompletionRequest) -> dict[str, Any]:
+    async def complete(self, prepared: Prepared[None]) -> dict[str, Any]:
+        request = prepared.request
         if self._latency:
             await asyncio.sleep(self._latency)
         ans = answer(request)
@@ -197,7 +194,8 @@ class MockProvider(Provider):
             p.new_completion_id(), p.now(), self.route.upstream_model, choices, self._usage(request, ans)
         )
 
-    async def stream(self, request: p.ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, prepared: Prepared[None]) -> AsyncIterator[dict[str, Any]]:
+        request = prepared.request
         if self._latency:
             await asyncio.sleep(self._latency)
         ans = answer(request)

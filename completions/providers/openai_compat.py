@@ -3,8 +3,9 @@
 The request goes upstream as the client sent it, with `model` rewritten; the
 answer comes back already in OpenAI's shape and is relayed as is. The pure
 part (request bodies, SSE decoding, usage handling, error mapping) is plain
-functions and two small classes; `OpenAICompatProvider` does the I/O over one
-pooled `httpx.AsyncClient` per route.
+functions and two small classes (an SSE decoder and the stream translator);
+`OpenAICompatProvider` does the I/O over one pooled `httpx.AsyncClient` per
+route.
 
 Route options: `headers` (extra request headers), `auth_header` (send the raw
 key in this header instead of `Authorization: Bearer`, e.g. Azure's
@@ -29,10 +30,12 @@ from ..errors import (
     GatewayError,
     UpstreamError,
     from_upstream_status,
+    relayed_upstream_error,
+    upstream_failure,
     upstream_timeout,
     upstream_unreachable,
 )
-from .base import Provider, Route
+from .base import Prepared, Provider, Route, upstream_failures
 
 PROVIDER = "openai"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -83,17 +86,9 @@ def usage_only(chunk: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
 
 # ---- errors -------------------------------------------------------------------------------
 
-_KEYLIKE = re.compile(r"\b(?:sk|pk|rk|gsk|xai)-[A-Za-z0-9_\-*.]{6,}")
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
-
-
-def redact(text: str, secret: str | None = None) -> str:
-    """`text` without the route's credential or anything shaped like an API key."""
-    if secret and secret in text:
-        text = text.replace(secret, "[redacted]")
-    return _KEYLIKE.sub("[redacted]", text)
 
 
 def _json(content: bytes) -> Any:
@@ -139,28 +134,22 @@ def short_text(content: bytes, fallback: str, payload: Any = None, limit: int = 
     return text or fallback
 
 
-def passthrough_error(
-    err: dict[str, Any], status: int, retry_after: str | None = None, secret: str | None = None
-) -> GatewayError:
+def passthrough_error(err: dict[str, Any], status: int, retry_after: str | None = None) -> GatewayError:
     """An upstream OpenAI-form error with its own status, message, type, param and code (never a 401's)."""
-    base = from_upstream_status(status, "", provider=PROVIDER, retry_after=retry_after)
-    if status == 401:
-        return base  # its body can quote a masked key: never relayed
     etype, param, code = err.get("type"), err.get("param"), err.get("code")
-    message = redact(err["message"], secret)
-    return GatewayError(
-        message,
-        quoted=message,
-        type=etype if isinstance(etype, str) and etype else base.type,
+    return relayed_upstream_error(
+        status,
+        err["message"],
+        provider=PROVIDER,
+        type=etype if isinstance(etype, str) and etype else None,
         param=param if isinstance(param, str) else None,
         code=code if isinstance(code, str) else None,  # vLLM and llama.cpp put the HTTP status here
-        status=status,
-        headers=base.headers,
+        retry_after=retry_after,
     )
 
 
 def error_from_response(
-    status: int, content: bytes, *, reason: str = "", retry_after: str | None = None, secret: str | None = None
+    status: int, content: bytes, *, reason: str = "", retry_after: str | None = None
 ) -> GatewayError:
     """The gateway error for an upstream HTTP error answer."""
     if status == 401:
@@ -168,12 +157,12 @@ def error_from_response(
     payload = _json(content)
     err = openai_error_fields(payload)
     if err is not None:
-        return passthrough_error(err, status, retry_after, secret)
-    text = redact(short_text(content, reason or f"HTTP {status}", payload), secret)
+        return passthrough_error(err, status, retry_after)
+    text = short_text(content, reason or f"HTTP {status}", payload)
     return from_upstream_status(status, text, provider=PROVIDER, retry_after=retry_after)
 
 
-def error_from_event(payload: Any, secret: str | None = None) -> GatewayError:
+def error_from_event(payload: Any) -> GatewayError:
     """The gateway error for an error sent inside a 200 answer (a stream event or a JSON body)."""
     err = openai_error_fields(payload)
     if err is None:
@@ -183,11 +172,16 @@ def error_from_event(payload: Any, secret: str | None = None) -> GatewayError:
         err = {**(source or {}), "message": message}
     code = err.get("code")
     status = code if isinstance(code, int) and 400 <= code <= 599 else 502
-    return passthrough_error(err, status, secret=secret)
+    return passthrough_error(err, status)
 
 
-def transport_error(exc: Exception) -> GatewayError:
-    """The gateway error for an httpx failure: unreachable, timed out, or cut off."""
+def upstream_error(exc: Exception) -> GatewayError | None:
+    """The one mapping of upstream failures raised by httpx: unreachable, timed out, or cut off.
+
+    (Error answers are not exceptions here: `error_from_response` maps them by status.)
+    """
+    if not isinstance(exc, (httpx.HTTPError, httpx.InvalidURL)):
+        return None
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.ConnectTimeout):
         return upstream_unreachable(PROVIDER, "the connection timed out")
@@ -196,12 +190,12 @@ def transport_error(exc: Exception) -> GatewayError:
     if isinstance(exc, httpx.TimeoutException):
         return upstream_timeout(PROVIDER, f"{type(exc).__name__}")
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
-        return UpstreamError(
+        return upstream_failure(
             f"The {PROVIDER} upstream closed the connection before the answer ended: {detail}",
             code="upstream_connection_lost",
             headers={"retry-after": "1"},
         )
-    return UpstreamError(f"The {PROVIDER} upstream request failed: {type(exc).__name__}: {detail}")
+    return upstream_failure(f"The {PROVIDER} upstream request failed: {type(exc).__name__}: {detail}")
 
 
 # ---- server-sent events ------------------------------------------------------------------------
@@ -265,23 +259,22 @@ class SSEDecoder:
         return events
 
 
-class ChunkReader:
-    """SSE bytes in, OpenAI chunks out: stops at `[DONE]`, raises on error events, and keeps
-    the upstream's usage for one final usage-only chunk."""
+class StreamTranslator:
+    """SSE bytes in, OpenAI chunks out (`base.StreamTranslator`): stops at `[DONE]`, raises on
+    error events, and keeps the upstream's usage for one final usage-only chunk."""
 
-    __slots__ = ("_secret", "_sse", "done", "error", "usage_chunk")
+    __slots__ = ("_sse", "done", "error", "usage_chunk")
 
-    def __init__(self, secret: str | None = None) -> None:
+    def __init__(self) -> None:
         self._sse = SSEDecoder()
-        self._secret = secret
         self.done = False
-        self.error: GatewayError | None = None  # raised by `end()`, after the chunks that preceded it
+        self.error: GatewayError | None = None  # raised by `finish()`, after the chunks that preceded it
         self.usage_chunk: dict[str, Any] | None = None
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         return self._chunks(self._sse.feed(data))
 
-    def end(self) -> list[dict[str, Any]]:
+    def finish(self) -> list[dict[str, Any]]:
         """The chunks still pending when the upstream ended, then the usage chunk if any."""
         out = [] if self.done else self._chunks(self._sse.flush())
         if self.error is not None:
@@ -321,13 +314,11 @@ class ChunkReader:
             payload = orjson.loads(data)
         except orjson.JSONDecodeError:
             text = data[:200].decode("utf-8", "replace")
-            raise UpstreamError(
-                f"The {PROVIDER} upstream sent a malformed stream event: {redact(text, self._secret)}"
-            ) from None
+            raise upstream_failure(f"The {PROVIDER} upstream sent a malformed stream event: {text}") from None
         if not isinstance(payload, dict):
             return None
         if event == b"error" or payload.get("error") or payload.get("object") == "error":
-            raise error_from_event(payload, self._secret)
+            raise error_from_event(payload)
         if not isinstance(payload.get("choices"), list):
             return None  # a keepalive or an unknown event: nothing for the client
         return payload
@@ -415,11 +406,9 @@ class OpenAICompatProvider(Provider):
         """Send `body`; any failure, including an error status, is raised as a GatewayError."""
         headers = self._credential_headers()
         client = self._client or self._open()
-        try:
+        with upstream_failures(upstream_error):
             request = client.build_request("POST", url, content=orjson.dumps(body), headers=headers)
             response = await client.send(request, stream=stream)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise transport_error(exc) from None
         if response.is_success:
             return response
         try:
@@ -434,15 +423,12 @@ class OpenAICompatProvider(Provider):
             content,
             reason=response.reason_phrase,
             retry_after=response.headers.get("retry-after"),
-            secret=self._key,
         )
 
     @staticmethod
     async def _read(response: httpx.Response) -> httpx.Response:
-        try:
+        with upstream_failures(upstream_error):
             await response.aread()
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from None
         return response
 
     def _json_body(self, response: httpx.Response) -> dict[str, Any]:
@@ -450,44 +436,43 @@ class OpenAICompatProvider(Provider):
         payload = _json(response.content)
         if not isinstance(payload, dict):
             text = short_text(response.content, "empty body")
-            raise UpstreamError(
-                f"The {PROVIDER} upstream answered with a body that is not a JSON object: {redact(text, self._key)}"
-            )
+            raise upstream_failure(f"The {PROVIDER} upstream answered with a body that is not a JSON object: {text}")
         if payload.get("error") or payload.get("object") == "error":
-            raise error_from_event(payload, self._key)
+            raise error_from_event(payload)
         return payload
 
     # ---- the provider interface ----
-    async def complete(self, request: p.ChatCompletionRequest) -> dict[str, Any]:
-        body = chat_body(request, self.route.upstream_model, stream=False)
-        response = await self._post(self._chat_url, body, stream=False)
+    def translate(self, request: p.ChatCompletionRequest) -> dict[str, Any]:
+        """The upstream body, for the mode the request asks for (`stream`)."""
+        return chat_body(request, self.route.upstream_model, stream=bool(request.stream), force_usage=self._force_usage)
+
+    async def complete(self, prepared: Prepared[dict[str, Any]]) -> dict[str, Any]:
+        response = await self._post(self._chat_url, prepared.payload, stream=False)
         payload = self._json_body(response)
         if not isinstance(payload.get("choices"), list):
             raise UpstreamError(f"The {PROVIDER} upstream answered without `choices`.")
         return payload
 
-    async def stream(self, request: p.ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
-        body = chat_body(request, self.route.upstream_model, stream=True, force_usage=self._force_usage)
-        response = await self._post(self._chat_url, body, stream=True)
+    async def stream(self, prepared: Prepared[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        response = await self._post(self._chat_url, prepared.payload, stream=True)
         try:
             if "application/json" in response.headers.get("content-type", ""):
                 chunks = completion_to_chunks(self._json_body(await self._read(response)))
             else:
-                reader = ChunkReader(self._key)
+                reader = StreamTranslator()
                 incoming = response.aiter_bytes()
                 try:
-                    async for data in incoming:
-                        for chunk in reader.feed(data):
-                            yield chunk
-                        if reader.done:
-                            if reader.error is None:
-                                await _drain(incoming)
-                            break
-                except httpx.HTTPError as exc:
-                    raise transport_error(exc) from None
+                    with upstream_failures(upstream_error):
+                        async for data in incoming:
+                            for chunk in reader.feed(data):
+                                yield chunk
+                            if reader.done:
+                                if reader.error is None:
+                                    await _drain(incoming)
+                                break
                 finally:
-                    await incoming.aclose()
-                chunks = reader.end()
+                    await incoming.aclose()  # type: ignore[attr-defined]
+                chunks = reader.finish()
             for chunk in chunks:
                 yield chunk
         finally:
