@@ -105,17 +105,51 @@ class UsageRowSerializer(serializers.Serializer):
     avg_latency_ms = serializers.FloatField()
 
 
+# Ids are 64-bit integers in the database: a larger number is a 400 here, not an overflow there.
+MAX_ID = 2**63 - 1
+
+
+def id_field(help_text: str = "") -> serializers.IntegerField:
+    return serializers.IntegerField(required=False, min_value=0, max_value=MAX_ID, help_text=help_text)
+
+
+class KeyQuerySerializer(serializers.Serializer):
+    """Query parameters of /api/keys/."""
+
+    user = id_field("Staff only: one user's keys.")
+
+
 class UsageQuerySerializer(serializers.Serializer):
     """Query parameters of /api/usage/."""
 
     start = serializers.DateField(required=False, help_text="First day (UTC), default 30 days ago.")
     end = serializers.DateField(required=False, help_text="Last day (UTC), default today.")
     group_by = serializers.ChoiceField(choices=["day", "key", "model", "total"], default="day")
-    key = serializers.IntegerField(required=False)
-    model = serializers.CharField(required=False)
-    user = serializers.IntegerField(required=False, help_text="Staff only: one user's usage.")
+    key = id_field()
+    model = serializers.CharField(required=False, max_length=200)
+    user = id_field("Staff only: one user's usage.")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs.get("start") and attrs.get("end") and attrs["start"] > attrs["end"]:
             raise serializers.ValidationError({"start": "must not be after end"})
+        return attrs
+
+
+class LogQuerySerializer(serializers.Serializer):
+    """Query parameters of /api/logs/: every one optional, every one checked (a bad value is a 400 naming it)."""
+
+    key = id_field("One key's rows.")
+    model = serializers.CharField(required=False, max_length=200, help_text="The model the client asked for.")
+    provider = serializers.CharField(required=False, max_length=20)
+    status = serializers.IntegerField(required=False, min_value=100, max_value=599, help_text="HTTP status.")
+    # default=None: a boolean missing from a query string is "no filter", not False.
+    stream = serializers.BooleanField(required=False, allow_null=True, default=None)
+    request_id = serializers.CharField(required=False, max_length=128)
+    since = serializers.DateTimeField(required=False, help_text="ISO date or datetime (UTC unless an offset is given).")
+    until = serializers.DateTimeField(required=False, help_text="ISO date or datetime, exclusive.")
+    user = id_field("Staff only: one user's rows.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("since") and attrs.get("until") and attrs["since"] > attrs["until"]:
+            raise serializers.ValidationError({"since": "must not be after until"})
         return attrs

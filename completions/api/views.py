@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
@@ -23,6 +23,8 @@ from ..models import APIKey, RequestLog
 from .serializers import (
     APIKeySerializer,
     CreatedAPIKeySerializer,
+    KeyQuerySerializer,
+    LogQuerySerializer,
     RequestLogSerializer,
     StaffAPIKeySerializer,
     UsageQuerySerializer,
@@ -34,6 +36,14 @@ def is_staff(request: Request) -> bool:
     return bool(request.user and request.user.is_staff)
 
 
+def query(request: Request, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
+    """The request's query parameters, validated: a bad value is a 400 naming the parameter."""
+    serializer = serializer_class(data=request.query_params)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+@extend_schema_view(list=extend_schema(parameters=[KeyQuerySerializer]))
 class KeyViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -48,8 +58,8 @@ class KeyViewSet(
     def get_queryset(self) -> QuerySet[APIKey]:
         qs = APIKey.objects.select_related("user").order_by("-created_at", "-id")
         if is_staff(self.request):
-            user = self.request.query_params.get("user")
-            return qs.filter(user_id=user) if user and user.isdigit() else qs
+            user = query(self.request, KeyQuerySerializer).get("user")
+            return qs.filter(user_id=user) if user is not None else qs
         return qs.filter(user=self.request.user)
 
     def get_serializer_class(self) -> type[serializers.Serializer]:
@@ -84,20 +94,20 @@ class LogPagination(CursorPagination):
     max_page_size = 500
 
 
-LOG_FILTERS = [
-    OpenApiParameter("key", int),
-    OpenApiParameter("model", str),
-    OpenApiParameter("provider", str),
-    OpenApiParameter("status", int),
-    OpenApiParameter("stream", bool),
-    OpenApiParameter("request_id", str),
-    OpenApiParameter("since", str, description="ISO date or datetime"),
-    OpenApiParameter("until", str),
-    OpenApiParameter("user", int, description="Staff only"),
-]
+# Each query parameter and the lookup it filters on.
+LOG_FILTERS = {
+    "key": "api_key_id",
+    "model": "model",
+    "provider": "provider",
+    "status": "status_code",
+    "stream": "stream",
+    "request_id": "request_id",
+    "since": "created_at__gte",
+    "until": "created_at__lt",
+}
 
 
-@extend_schema(parameters=LOG_FILTERS)
+@extend_schema_view(list=extend_schema(parameters=[LogQuerySerializer]))
 class LogViewSet(viewsets.ReadOnlyModelViewSet):
     """The request log, newest first, with filters and cursor pagination."""
 
@@ -107,27 +117,13 @@ class LogViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self) -> QuerySet[RequestLog]:
         qs = RequestLog.objects.all()
-        params = self.request.query_params
+        q = query(self.request, LogQuerySerializer)
         if is_staff(self.request):
-            if params.get("user", "").isdigit():
-                qs = qs.filter(user_id=params["user"])
+            if q.get("user") is not None:
+                qs = qs.filter(user_id=q["user"])
         else:
             qs = qs.filter(user=self.request.user)
-        filters = {
-            "key": "api_key_id",
-            "model": "model",
-            "provider": "provider",
-            "status": "status_code",
-            "request_id": "request_id",
-            "since": "created_at__gte",
-            "until": "created_at__lt",
-        }
-        for param, lookup in filters.items():
-            if params.get(param):
-                qs = qs.filter(**{lookup: params[param]})
-        if params.get("stream") in ("true", "false"):
-            qs = qs.filter(stream=params["stream"] == "true")
-        return qs
+        return qs.filter(**{lookup: q[param] for param, lookup in LOG_FILTERS.items() if q.get(param) is not None})
 
 
 class UsageView(APIView):
@@ -139,7 +135,7 @@ class UsageView(APIView):
         query.is_valid(raise_exception=True)
         q = query.validated_data
         end = q.get("end") or timezone.now().date()
-        start = q.get("start") or end - timedelta(days=29)
+        start = q.get("start") or (end - timedelta(days=29) if end > date.min + timedelta(days=29) else date.min)
         user_id = q.get("user") if is_staff(request) else request.user.pk
         if q.get("key") is not None and not is_staff(request):
             get_object_or_404(APIKey, pk=q["key"], user=request.user)
