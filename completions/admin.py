@@ -154,6 +154,21 @@ CSV_FIELDS = (
 )
 
 
+# A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value safe to open in a spreadsheet: text that would start a formula gets a leading `'`.
+
+    The log holds what tenants sent (`user`, model names, request ids), and staff open the export
+    in spreadsheets; numbers, dates and booleans are left as they are.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 class _Echo:
     """A file-like object whose write() returns what it was given (for streaming CSV)."""
 
@@ -212,7 +227,7 @@ class RequestLogAdmin(ReadOnlyAdmin):
         def rows() -> Any:
             yield writer.writerow(CSV_FIELDS)
             for values in queryset.values_list(*CSV_FIELDS).iterator(chunk_size=2000):
-                yield writer.writerow(values)
+                yield writer.writerow([csv_cell(v) for v in values])
 
         response = StreamingHttpResponse(rows(), content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="request-log.csv"'
