@@ -4,11 +4,18 @@
 row and its share of the roll-ups are committed together: totals never need
 a scan of the log, and the two always agree. The selectors are what the
 management API, the admin and the dashboard read.
+
+Only models in the route table get roll-up rows of their own: a request for a
+name that no route serves is logged with that name, but counted under
+UNKNOWN_MODEL, so made-up names can't grow the roll-ups or crowd the dashboard.
 """
 
 from __future__ import annotations
 
 import bisect
+import os
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,12 +23,17 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from .models import LATENCY_BUCKETS_MS, NANOS, LatencyDaily, UsageDaily
 from .recorder import RequestRecord
+from .routing import BUILTIN_MODELS, VERSION_KEY, RouteTable, builtin_routes, database_routes
+
+# The roll-up bucket of every request whose model no route serves.
+UNKNOWN_MODEL = "(unknown)"
 
 SUM_FIELDS = (
     "requests",
@@ -44,13 +56,47 @@ def _utc_day(moment: datetime) -> date:
     return moment.astimezone(UTC).date() if moment.tzinfo else moment.date()
 
 
-def aggregate(records: Iterable[RequestRecord]) -> tuple[dict[tuple[Any, ...], list[int]], dict[tuple[Any, ...], int]]:
-    """Sum a batch per (day, key, model) and per (day, model, latency bucket)."""
+class KnownModels:
+    """The public model ids of the route table, as the log writer's thread needs them.
+
+    Built like the router's own table (built-in routes plus ModelRoute rows) and rebuilt when a
+    route changes (the version every worker watches), when the provider variables that enable
+    built-in routes change, or after MAX_AGE seconds; checking costs one cache read per batch.
+    """
+
+    MAX_AGE = 60.0
+    _ENV = ("GATEWAY_BUILTIN_ROUTES", *(env_name for env_name, _ in BUILTIN_MODELS.values()))
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: frozenset[str] = frozenset()
+        self._stamp: tuple[Any, ...] | None = None
+        self._built = 0.0
+
+    def get(self) -> frozenset[str]:
+        stamp = (cache.get(VERSION_KEY), *(bool(os.environ.get(name)) for name in self._ENV))
+        now = time.monotonic()
+        with self._lock:
+            if stamp != self._stamp or now - self._built > self.MAX_AGE:
+                self._ids = frozenset(RouteTable.build(builtin_routes(), database_routes()).model_ids())
+                self._stamp, self._built = stamp, now
+            return self._ids
+
+
+known_models = KnownModels()
+
+
+def aggregate(
+    records: Iterable[RequestRecord], known: frozenset[str] | None = None
+) -> tuple[dict[tuple[Any, ...], list[int]], dict[tuple[Any, ...], int]]:
+    """Sum a batch per (day, key, model) and per (day, model, latency bucket); models not in
+    `known` (default: the route table's) are summed under UNKNOWN_MODEL."""
+    known = known_models.get() if known is None else known
     usage: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * (len(SUM_FIELDS) + 1))
     latency: dict[tuple[Any, ...], int] = defaultdict(int)
     for r in records:
         day = _utc_day(r.created_at)
-        model = r.model[:200]
+        model = r.model if r.model in known else UNKNOWN_MODEL
         sums = usage[(day, r.key_id or 0, model)]
         sums[0] += 1
         sums[1] += 1 if r.is_error else 0

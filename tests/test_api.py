@@ -11,7 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from completions.keys import create_api_key, hash_secret
-from completions.models import APIKey, RequestLog
+from completions.models import APIKey, ModelRoute, RequestLog
 from completions.recorder import LogWriter, RequestRecord
 from completions.usage import rollup
 from tests.openapi import assert_valid
@@ -84,6 +84,8 @@ def test_staff_see_everyone_and_set_limits(people: dict[str, Any]) -> None:
 def test_usage_and_logs_are_scoped_filtered_and_paginated(people: dict[str, Any]) -> None:
     ka, _ = create_api_key(people["alice"], "a")
     kb, _ = create_api_key(people["bob"], "b")
+    for name in ("m1", "m2"):  # roll-ups are kept per model only for routed models
+        ModelRoute.objects.create(model_name=name, provider="mock")
     day1 = datetime(2026, 11, 1, 10, tzinfo=UTC)
     day2 = datetime(2026, 11, 2, 10, tzinfo=UTC)
     records = []
