@@ -29,7 +29,7 @@ def assert_security_headers(response: httpx.Response) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("POST", "/chat/completions"), ("GET", "/healthz")],
+    [("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("POST", "/chat/completions"), ("GET", "/v1/healthz")],
 )
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "127.0.0.1.evil.example", "bad host!", ""])
 def test_a_host_outside_allowed_hosts_is_a_400_in_the_envelope(
@@ -56,6 +56,13 @@ def test_allowed_hosts_are_served_and_rejected_requests_are_not(raw: httpx.Clien
         assert response.status_code == 200, host
     raw.post("/v1/chat/completions", json={"model": "mock-gpt-model", "messages": HI}, headers={"Host": "evil.example"})
     assert len(log_rows()) == 4  # the refused request never reached a view
+
+
+def test_liveness_answers_under_any_host(raw: httpx.Client) -> None:
+    """Probes ask for /healthz by the machine's address, which ALLOWED_HOSTS need not list."""
+    response = raw.get("/healthz", headers={"Host": "10.0.0.7:8000"})
+    assert response.status_code == 200 and response.json()["status"] == "ok"
+    assert_security_headers(response)
 
 
 def test_admin_and_gateway_agree_on_hosts(raw: httpx.Client) -> None:
