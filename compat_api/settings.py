@@ -1,10 +1,13 @@
 """Django settings for the gateway, read from the environment (and an optional `.env`)."""
 
 import os
+import secrets
+import sys
 import tempfile
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -12,9 +15,49 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default="insecure-dev-key-change-me-" + "x" * 24)
+# No default key outside development: with DEBUG off and no SECRET_KEY the process refuses to
+# start. The test suite, which runs with DEBUG off, makes a random key of its own and hands it on
+# to the servers it starts in subprocesses.
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if DEBUG:
+        SECRET_KEY = "django-insecure-development-only-" + "x" * 24
+    elif "pytest" in sys.modules:
+        SECRET_KEY = os.environ["SECRET_KEY"] = "test-only-" + secrets.token_urlsafe(40)
+    else:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set and DEBUG is off: the gateway will not start with a known key. Set "
+            "SECRET_KEY in the environment or in .env (for example the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`), or DEBUG=true on a development machine."
+        )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+
+def _proxy_ssl_header(value: str) -> tuple[str, str] | None:
+    """`HTTP_X_FORWARDED_PROTO,https` (or `X-Forwarded-Proto,https`) as Django's (META key, value)."""
+    if not value:
+        return None
+    name, _, expected = (part.strip() for part in value.partition(","))
+    if not name or not expected:
+        raise ImproperlyConfigured(
+            f"SECURE_PROXY_SSL_HEADER must be 'HEADER,value', e.g. 'HTTP_X_FORWARDED_PROTO,https'; got {value!r}."
+        )
+    name = name.upper().replace("-", "_")
+    return (name if name.startswith("HTTP_") else "HTTP_" + name), expected
+
+
+# HTTPS (README, Security): all off by default so plain-HTTP development works; the documented
+# production environment turns them on, and `manage.py check --deploy` is then clean.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+# Behind a proxy that terminates TLS: the header (and value) it sets on HTTPS requests. Only set
+# this if the proxy always sets or strips that header, or clients could claim HTTPS.
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header(env.str("SECURE_PROXY_SSL_HEADER", default=""))
 
 INSTALLED_APPS = [
     "completions",  # first: its admin templates extend Django's
