@@ -14,11 +14,12 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.template import engines
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from .keys import assign_secret, revoke_api_key
-from .models import NANOS, APIKey, ModelRoute, RequestLog, UsageDaily, UserLimits
+from .keys import assign_secret, assign_token_secret, revoke_api_key
+from .models import NANOS, APIKey, ManagementToken, ModelRoute, RequestLog, UsageDaily, UserLimits
 from .usage import month_start
 
 LIMIT_FIELDSET = (
@@ -108,6 +109,52 @@ class APIKeyAdmin(admin.ModelAdmin):
             revoke_api_key(key)
             count += 1
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
+
+
+# The page showing a new management token, the only time it is shown.
+TOKEN_CREATED = """{% extends "admin/base_site.html" %}
+{% block title %}Management API token created{% endblock %}
+{% block content %}
+<h1>Management API token “{{ token.name|default:"token" }}” created for {{ token.user }}</h1>
+<p><strong>Copy this token now. It is stored only as a hash and will not be shown again.</strong></p>
+<p>Send it as <code>Authorization: Token &lt;token&gt;</code> to <code>/api/</code>.</p>
+<p><input id="new-token" type="text" readonly size="70" value="{{ secret }}" onclick="this.select()"></p>
+<p><a href="{% url 'admin:completions_managementtoken_changelist' %}">Back to management API tokens</a></p>
+{% endblock %}"""
+
+
+@admin.register(ManagementToken)
+class ManagementTokenAdmin(admin.ModelAdmin):
+    """Tokens for the management API: created here (shown once), listed by prefix, deleted to revoke."""
+
+    list_display = ("name", "prefix", "user", "created_at", "last_used_at")
+    list_filter = ("user",)
+    search_fields = ("name", "prefix", "user__username")
+    list_select_related = ("user",)
+    fields = ("user", "name", "prefix", "created_at", "last_used_at")
+    readonly_fields = ("prefix", "created_at", "last_used_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # A token's owner is fixed: moving it would hand one user's credential to another.
+        return (*self.readonly_fields, "user") if obj is not None else self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: ManagementToken, form: Any, change: bool) -> None:
+        if not change:
+            request._new_token_secret = assign_token_secret(obj)
+        super().save_model(request, obj, form, change)
+
+    def response_add(
+        self, request: HttpRequest, obj: ManagementToken, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        """Show the new token once, on a page of its own (never in a message cookie or a log)."""
+        secret = getattr(request, "_new_token_secret", None)
+        if secret is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {**self.admin_site.each_context(request), "token": obj, "secret": secret, "opts": self.opts}
+        page = engines["django"].from_string(TOKEN_CREATED).render(context, request)
+        response = HttpResponse(page)
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 @admin.register(ModelRoute)

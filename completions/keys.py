@@ -10,10 +10,12 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.utils import timezone
 
-from .models import APIKey
+from .models import APIKey, ManagementToken
 
 KEY_PREFIX = "sk-gw-"
 VISIBLE_CHARS = 12
+# Management API tokens (`Authorization: Token …`): another prefix, so neither is taken for the other.
+TOKEN_PREFIX = "gwt-"
 # The shared cache holds pickled `auth.Caller` objects: change this when Caller changes shape,
 # so workers of a new release never read an old release's entries.
 CACHE_PREFIX = "apikey:v1:"
@@ -48,6 +50,22 @@ def assign_secret(key: APIKey) -> str:
     secret = generate_secret()
     key.prefix = secret[:VISIBLE_CHARS]
     key.key_hash = hash_secret(secret)
+    return secret
+
+
+def create_management_token(user: AbstractBaseUser, name: str = "") -> tuple[ManagementToken, str]:
+    """Create a management API token for `user`; returns the row and the token, which is never stored."""
+    token = ManagementToken(user=user, name=name)
+    secret = assign_token_secret(token)
+    token.save()
+    return token, secret
+
+
+def assign_token_secret(token: ManagementToken) -> str:
+    """Give an unsaved management token a fresh secret (hash and visible prefix); returns the secret."""
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token.prefix = secret[:VISIBLE_CHARS]
+    token.key_hash = hash_secret(secret)
     return secret
 
 

@@ -7,10 +7,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from completions.keys import create_api_key, hash_secret
+from completions.keys import create_api_key, create_management_token, hash_secret
 from completions.models import APIKey, ModelRoute, RequestLog
 from completions.recorder import LogWriter, RequestRecord
 from completions.usage import rollup
@@ -27,7 +26,7 @@ def people(django_user_model: Any) -> dict[str, Any]:
 
 def api(user: Any) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {create_management_token(user)[1]}")
     return client
 
 
@@ -157,7 +156,7 @@ def test_usage_and_logs_are_scoped_filtered_and_paginated(people: dict[str, Any]
 def test_api_requires_login_and_answers_in_the_envelope(people: dict[str, Any]) -> None:
     anonymous = APIClient()
     response = anonymous.get("/api/keys/")
-    assert response.status_code in (401, 403)
+    assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
     assert_valid(response.json(), "ErrorResponse")
     assert api(people["alice"]).get("/api/nope/").status_code == 404
 
