@@ -1,9 +1,11 @@
 """Django settings for the gateway, read from the environment (and an optional `.env`)."""
 
 import os
+import re
 import secrets
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -67,6 +69,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -85,8 +88,17 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "completions.middleware.request_id_middleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 GATEWAY_MIDDLEWARE = ["completions.middleware.request_id_middleware"]
+
+# Logins (the admin's) go through django-axes first: after AXES_FAILURE_LIMIT failed logins the
+# lockout parameters (default: that username from that IP address) are refused for the cool-off.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 ROOT_URLCONF = "compat_api.urls"
 ASGI_APPLICATION = "compat_api.asgi.application"
@@ -163,6 +175,39 @@ WHITENOISE_USE_FINDERS = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# ---- Brute-force protection (README, Security) -----------------------------------------------
+AXES_LOCKOUT_CHOICES = {"username", "ip_address", "user_agent"}
+
+
+def _lockout_parameters(value: str) -> list[str | list[str]]:
+    """`username+ip_address` (locked together), or a comma list of such: axes' AXES_LOCKOUT_PARAMETERS."""
+    out: list[str | list[str]] = []
+    for item in (part.strip() for part in value.split(",") if part.strip()):
+        names = [name.strip() for name in item.split("+")]
+        if not set(names) <= AXES_LOCKOUT_CHOICES:
+            raise ImproperlyConfigured(
+                f"AXES_LOCKOUT_PARAMETERS: {item!r} is not one of {sorted(AXES_LOCKOUT_CHOICES)} joined by '+'."
+            )
+        out.append(names if len(names) > 1 else names[0])
+    if not out:
+        raise ImproperlyConfigured("AXES_LOCKOUT_PARAMETERS must name at least one parameter.")
+    return out
+
+
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15.0))
+AXES_LOCKOUT_PARAMETERS = _lockout_parameters(env.str("AXES_LOCKOUT_PARAMETERS", default="username+ip_address"))
+AXES_RESET_ON_SUCCESS = True  # a successful login forgets the earlier failures
+
+
+def _throttle_rate(name: str, default: str) -> str:
+    """A DRF rate (`60/minute`, `5/s`, …), checked here rather than failing on the first request."""
+    rate = env.str(name, default=default)
+    if not re.fullmatch(r"[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)", rate.strip()):
+        raise ImproperlyConfigured(f"{name} must be a rate like '60/minute' (per s, m, h or d); got {rate!r}.")
+    return rate.strip()
+
+
 REST_FRAMEWORK = {
     # Token first: its scheme is what a 401's WWW-Authenticate names (a session can't be asked for).
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -170,6 +215,16 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Per signed-in user; anonymous callers (and wrong tokens) meet the anon rate, checked by
+    # completions.api.throttling before permissions answer 401 (see there).
+    "DEFAULT_THROTTLE_CLASSES": ["completions.api.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": _throttle_rate("API_THROTTLE_ANON", "60/minute"),
+        "user": _throttle_rate("API_THROTTLE_USER", "1200/minute"),
+    },
+    # How many proxies in front of the gateway append to X-Forwarded-For; 0: the client's address
+    # is the connection's (a client-sent X-Forwarded-For can't pick its own throttle bucket).
+    "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "completions.api.exceptions.envelope_exception_handler",
 }

@@ -129,3 +129,38 @@ def test_https_settings_come_from_the_environment(tmp_path: Path) -> None:
 def test_a_malformed_proxy_header_setting_is_refused(tmp_path: Path) -> None:
     done = manage(tmp_path, {"DEBUG": "true", "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"}, "check")
     assert done.returncode != 0 and "SECURE_PROXY_SSL_HEADER must be 'HEADER,value'" in done.stderr
+
+
+def test_brute_force_settings_come_from_the_environment(tmp_path: Path) -> None:
+    env = {
+        "DEBUG": "true",
+        "AXES_FAILURE_LIMIT": "8",
+        "AXES_COOLOFF_MINUTES": "2.5",
+        "AXES_LOCKOUT_PARAMETERS": "username, ip_address+user_agent",
+        "API_THROTTLE_ANON": "10/minute",
+        "API_THROTTLE_USER": "100/hour",
+        "API_NUM_PROXIES": "1",
+    }
+    code = (
+        "import json; from django.conf import settings as s; print(json.dumps([s.AXES_FAILURE_LIMIT, "
+        "s.AXES_COOLOFF_TIME.total_seconds(), s.AXES_LOCKOUT_PARAMETERS, s.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'], "
+        "s.REST_FRAMEWORK['NUM_PROXIES']]))"
+    )
+    done = manage(tmp_path, env, "shell", "-c", code)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [
+        8,
+        150.0,
+        ["username", ["ip_address", "user_agent"]],
+        {"anon": "10/minute", "user": "100/hour"},
+        1,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("AXES_LOCKOUT_PARAMETERS", "username+password"), ("API_THROTTLE_USER", "lots"), ("API_THROTTLE_ANON", "5/week")],
+)
+def test_malformed_brute_force_settings_are_refused(tmp_path: Path, name: str, value: str) -> None:
+    done = manage(tmp_path, {"DEBUG": "true", name: value}, "check")
+    assert done.returncode != 0 and f"ImproperlyConfigured: {name}" in done.stderr

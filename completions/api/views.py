@@ -30,6 +30,7 @@ from .serializers import (
     UsageQuerySerializer,
     UsageRowSerializer,
 )
+from .throttling import AnonymousFirst
 
 
 def is_staff(request: Request) -> bool:
@@ -45,6 +46,7 @@ def query(request: Request, serializer_class: type[serializers.Serializer]) -> d
 
 @extend_schema_view(list=extend_schema(parameters=[KeyQuerySerializer]))
 class KeyViewSet(
+    AnonymousFirst,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -108,7 +110,7 @@ LOG_FILTERS = {
 
 
 @extend_schema_view(list=extend_schema(parameters=[LogQuerySerializer]))
-class LogViewSet(viewsets.ReadOnlyModelViewSet):
+class LogViewSet(AnonymousFirst, viewsets.ReadOnlyModelViewSet):
     """The request log, newest first, with filters and cursor pagination."""
 
     serializer_class = RequestLogSerializer
@@ -126,7 +128,7 @@ class LogViewSet(viewsets.ReadOnlyModelViewSet):
         return qs.filter(**{lookup: q[param] for param, lookup in LOG_FILTERS.items() if q.get(param) is not None})
 
 
-class UsageView(APIView):
+class UsageView(AnonymousFirst, APIView):
     """Usage from the daily roll-ups: by day, key or model, or one total."""
 
     @extend_schema(parameters=[UsageQuerySerializer], responses=UsageRowSerializer(many=True))
