@@ -272,5 +272,8 @@ GATEWAY_RETRY_BASE_SECONDS = env.float("GATEWAY_RETRY_BASE_SECONDS", default=0.2
 GATEWAY_MAX_RETRY_AFTER = env.float("GATEWAY_MAX_RETRY_AFTER", default=5.0)
 GATEWAY_BREAKER_FAILURES = env.int("GATEWAY_BREAKER_FAILURES", default=5)
 GATEWAY_BREAKER_COOLDOWN = env.float("GATEWAY_BREAKER_COOLDOWN", default=30.0)
+# Whether users who aren't staff may create their own API keys through /api/keys/ (the keys get
+# at most the limits staff gave the user; README, Security). Off: only staff create keys.
+GATEWAY_USERS_CREATE_KEYS = env.bool("GATEWAY_USERS_CREATE_KEYS", default=True)
 # Add `x-gateway-worker: <pid>` to responses (to see how requests spread over workers).
 GATEWAY_DEBUG_HEADERS = env.bool("GATEWAY_DEBUG_HEADERS", default=False)

@@ -18,7 +18,7 @@ from django.template import engines
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from .keys import assign_secret, assign_token_secret, revoke_api_key
+from .keys import LIMIT_FIELDS, assign_secret, assign_token_secret, limit_values, revoke_api_key
 from .models import NANOS, APIKey, ManagementToken, ModelRoute, RequestLog, UsageDaily, UserLimits
 from .usage import month_start
 
@@ -90,6 +90,8 @@ class APIKeyAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: APIKey, form: Any, change: bool) -> None:
         if not change:
             request._new_api_key_secret = assign_secret(obj)  # type: ignore[attr-defined]
+        if any(f in form.changed_data for f in LIMIT_FIELDS):
+            obj.staff_limits = limit_values(obj)  # staff set these: the user's new keys are held to them
         super().save_model(request, obj, form, change)
 
     def response_add(self, request: HttpRequest, obj: APIKey, post_url_continue: str | None = None) -> HttpResponse:

@@ -58,6 +58,12 @@ class APIKey(LimitFields):
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    staff_limits = models.JSONField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The limits staff last set on this key; keys its user creates are held to them too.",
+    )
 
     class Meta:
         verbose_name = "API key"

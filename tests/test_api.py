@@ -49,10 +49,12 @@ def test_keys_are_private_and_the_secret_is_shown_once(people: dict[str, Any]) -
     assert "secret" not in alice.get(f"/api/keys/{key.pk}/").json()
     # Rename, then revoke.
     assert alice.patch(f"/api/keys/{key.pk}/", {"name": "work laptop"}, format="json").json()["name"] == "work laptop"
-    # A user cannot give themselves limits.
-    alice.patch(f"/api/keys/{key.pk}/", {"rpm_limit": 1000000}, format="json")
+    # A user may tighten their key's limits, never loosen them.
+    assert alice.patch(f"/api/keys/{key.pk}/", {"rpm_limit": 5}, format="json").status_code == 200
+    loosen = alice.patch(f"/api/keys/{key.pk}/", {"rpm_limit": 6}, format="json")
+    assert loosen.status_code == 400 and loosen.json()["error"]["param"] == "rpm_limit"
     key.refresh_from_db()
-    assert key.rpm_limit is None
+    assert key.rpm_limit == 5
     # Bob cannot see, rename or revoke Alice's key: 404, as if it did not exist.
     assert bob.get(f"/api/keys/{key.pk}/").status_code == 404
     assert bob.patch(f"/api/keys/{key.pk}/", {"name": "mine"}, format="json").status_code == 404

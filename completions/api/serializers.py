@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils import timezone
 from rest_framework import serializers
 
+from ..keys import LIMIT_FIELDS, new_key_limits, refused_changes
 from ..models import APIKey, RequestLog
-
-LIMIT_FIELDS = ("allowed_models", "rpm_limit", "tpm_limit", "token_budget", "spend_budget", "budget_period")
 
 
 class APIKeySerializer(serializers.ModelSerializer):
-    """A key as its owner sees it: never the secret (only `prefix`), except once at creation."""
+    """A key as its owner sees it: never the secret (only `prefix`), except once at creation.
+
+    A non-staff owner may set limits and expiry, but only tighter than what the key has (or, for
+    a new key, than the ceiling staff gave the user): see `keys.new_key_limits`/`refused_changes`.
+    """
 
     status = serializers.CharField(read_only=True)
     user = serializers.CharField(source="user.username", read_only=True)
@@ -31,22 +35,40 @@ class APIKeySerializer(serializers.ModelSerializer):
             "revoked_at",
             *LIMIT_FIELDS,
         )
-        read_only_fields = ("id", "prefix", "user", "status", "created_at", "last_used_at", "revoked_at", *LIMIT_FIELDS)
-
-
-class StaffAPIKeySerializer(APIKeySerializer):
-    """Staff may also set a key's limits and create keys for any user."""
-
-    user_id = serializers.IntegerField(write_only=True, required=False)
-
-    class Meta(APIKeySerializer.Meta):
-        fields = (*APIKeySerializer.Meta.fields, "user_id")
         read_only_fields = ("id", "prefix", "user", "status", "created_at", "last_used_at", "revoked_at")
 
     def validate_allowed_models(self, value: Any) -> Any:
         if value is not None and (not isinstance(value, list) or not all(isinstance(m, str) for m in value)):
             raise serializers.ValidationError("Must be a list of model ids.")
         return value
+
+    def validate_expires_at(self, value: Any) -> Any:
+        if self.instance is None and value is not None and value <= timezone.now():
+            raise serializers.ValidationError("Must be in the future.")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if self.instance is None:
+            limits, errors = new_key_limits(self.context["request"].user, attrs)
+            if errors:
+                raise serializers.ValidationError(errors)
+            return {**attrs, **limits}
+        errors = refused_changes(self.instance, attrs)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class StaffAPIKeySerializer(APIKeySerializer):
+    """Staff may set any limit and expiry, and create keys for any user."""
+
+    user_id = serializers.IntegerField(write_only=True, required=False)
+
+    class Meta(APIKeySerializer.Meta):
+        fields = (*APIKeySerializer.Meta.fields, "user_id")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return attrs
 
 
 class CreatedAPIKeySerializer(APIKeySerializer):

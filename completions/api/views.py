@@ -13,13 +13,15 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import usage
-from ..keys import create_api_key, revoke_api_key
+from ..keys import LIMIT_FIELDS, create_api_key, record_staff_limits, revoke_api_key
 from ..models import APIKey, RequestLog
+from .permissions import CreatesKeys
 from .serializers import (
     APIKeySerializer,
     CreatedAPIKeySerializer,
@@ -56,6 +58,7 @@ class KeyViewSet(
     """List, create (secret shown once), rename and revoke API keys. Another user's key is a 404."""
 
     queryset = APIKey.objects.none()  # for the schema; get_queryset scopes the real one
+    permission_classes = [IsAuthenticated, CreatesKeys]
 
     def get_queryset(self) -> QuerySet[APIKey]:
         qs = APIKey.objects.select_related("user").order_by("-created_at", "-id")
@@ -76,10 +79,15 @@ class KeyViewSet(
         user_id = fields.pop("user_id", None)
         if user_id is not None:
             owner = get_object_or_404(get_user_model(), pk=user_id)
-        key, secret = create_api_key(owner, fields.pop("name"), **fields)
+        key, secret = create_api_key(owner, fields.pop("name"), by_staff=is_staff(request), **fields)
         body = CreatedAPIKeySerializer(key).data
         body["secret"] = secret
         return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})
+
+    def perform_update(self, serializer: serializers.Serializer) -> None:
+        key = serializer.save()
+        if is_staff(self.request) and any(f in serializer.validated_data for f in LIMIT_FIELDS):
+            record_staff_limits(key)
 
     @extend_schema(request=None, responses=APIKeySerializer)
     @action(detail=True, methods=["post"])
