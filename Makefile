@@ -9,6 +9,12 @@ WORKERS ?= 1
 
 .PHONY: run test lint install install-test migrate bench clean
 
+# The settings refuse to start without SECRET_KEY unless DEBUG is on (README, Security).
+# `make run` is for this machine: DEBUG on, unless the environment says otherwise.
+run migrate: export DEBUG ?= true
+# The benchmark serves as a deployment does (DEBUG off), with a throwaway key.
+bench: export SECRET_KEY ?= bench-only-$(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -1,10 +1,15 @@
 """Django settings for the gateway, read from the environment (and an optional `.env`)."""
 
 import os
+import re
+import secrets
+import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -12,9 +17,49 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default="insecure-dev-key-change-me-" + "x" * 24)
+# No default key outside development: with DEBUG off and no SECRET_KEY the process refuses to
+# start. The test suite, which runs with DEBUG off, makes a random key of its own and hands it on
+# to the servers it starts in subprocesses.
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if DEBUG:
+        SECRET_KEY = "django-insecure-development-only-" + "x" * 24
+    elif "pytest" in sys.modules:
+        SECRET_KEY = os.environ["SECRET_KEY"] = "test-only-" + secrets.token_urlsafe(40)
+    else:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set and DEBUG is off: the gateway will not start with a known key. Set "
+            "SECRET_KEY in the environment or in .env (for example the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`), or DEBUG=true on a development machine."
+        )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+
+def _proxy_ssl_header(value: str) -> tuple[str, str] | None:
+    """`HTTP_X_FORWARDED_PROTO,https` (or `X-Forwarded-Proto,https`) as Django's (META key, value)."""
+    if not value:
+        return None
+    name, _, expected = (part.strip() for part in value.partition(","))
+    if not name or not expected:
+        raise ImproperlyConfigured(
+            f"SECURE_PROXY_SSL_HEADER must be 'HEADER,value', e.g. 'HTTP_X_FORWARDED_PROTO,https'; got {value!r}."
+        )
+    name = name.upper().replace("-", "_")
+    return (name if name.startswith("HTTP_") else "HTTP_" + name), expected
+
+
+# HTTPS (README, Security): all off by default so plain-HTTP development works; the documented
+# production environment turns them on, and `manage.py check --deploy` is then clean.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+# Behind a proxy that terminates TLS: the header (and value) it sets on HTTPS requests. Only set
+# this if the proxy always sets or strips that header, or clients could claim HTTPS.
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header(env.str("SECURE_PROXY_SSL_HEADER", default=""))
 
 INSTALLED_APPS = [
     "completions",  # first: its admin templates extend Django's
@@ -24,8 +69,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
 ]
@@ -43,8 +88,17 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "completions.middleware.request_id_middleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 GATEWAY_MIDDLEWARE = ["completions.middleware.request_id_middleware"]
+
+# Logins (the admin's) go through django-axes first: after AXES_FAILURE_LIMIT failed logins the
+# lockout parameters (default: that username from that IP address) are refused for the cool-off.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 ROOT_URLCONF = "compat_api.urls"
 ASGI_APPLICATION = "compat_api.asgi.application"
@@ -121,12 +175,56 @@ WHITENOISE_USE_FINDERS = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# ---- Brute-force protection (README, Security) -----------------------------------------------
+AXES_LOCKOUT_CHOICES = {"username", "ip_address", "user_agent"}
+
+
+def _lockout_parameters(value: str) -> list[str | list[str]]:
+    """`username+ip_address` (locked together), or a comma list of such: axes' AXES_LOCKOUT_PARAMETERS."""
+    out: list[str | list[str]] = []
+    for item in (part.strip() for part in value.split(",") if part.strip()):
+        names = [name.strip() for name in item.split("+")]
+        if not set(names) <= AXES_LOCKOUT_CHOICES:
+            raise ImproperlyConfigured(
+                f"AXES_LOCKOUT_PARAMETERS: {item!r} is not one of {sorted(AXES_LOCKOUT_CHOICES)} joined by '+'."
+            )
+        out.append(names if len(names) > 1 else names[0])
+    if not out:
+        raise ImproperlyConfigured("AXES_LOCKOUT_PARAMETERS must name at least one parameter.")
+    return out
+
+
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15.0))
+AXES_LOCKOUT_PARAMETERS = _lockout_parameters(env.str("AXES_LOCKOUT_PARAMETERS", default="username+ip_address"))
+AXES_RESET_ON_SUCCESS = True  # a successful login forgets the earlier failures
+
+
+def _throttle_rate(name: str, default: str) -> str:
+    """A DRF rate (`60/minute`, `5/s`, …), checked here rather than failing on the first request."""
+    rate = env.str(name, default=default)
+    if not re.fullmatch(r"[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)", rate.strip()):
+        raise ImproperlyConfigured(f"{name} must be a rate like '60/minute' (per s, m, h or d); got {rate!r}.")
+    return rate.strip()
+
+
 REST_FRAMEWORK = {
+    # Token first: its scheme is what a 401's WWW-Authenticate names (a session can't be asked for).
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "completions.api.authentication.ManagementTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Per signed-in user; anonymous callers (and wrong tokens) meet the anon rate, checked by
+    # completions.api.throttling before permissions answer 401 (see there).
+    "DEFAULT_THROTTLE_CLASSES": ["completions.api.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": _throttle_rate("API_THROTTLE_ANON", "60/minute"),
+        "user": _throttle_rate("API_THROTTLE_USER", "1200/minute"),
+    },
+    # How many proxies in front of the gateway append to X-Forwarded-For; 0: the client's address
+    # is the connection's (a client-sent X-Forwarded-For can't pick its own throttle bucket).
+    "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "completions.api.exceptions.envelope_exception_handler",
 }
@@ -180,5 +278,8 @@ GATEWAY_BREAKER_COOLDOWN = env.float("GATEWAY_BREAKER_COOLDOWN", default=30.0)
 # When every route of a model is avoided (open breaker or an upstream's 429), still try the one
 # that failed least recently, once, instead of refusing everyone with 503 circuit_open.
 GATEWAY_BREAKER_PANIC = env.bool("GATEWAY_BREAKER_PANIC", default=True)
+# Whether users who aren't staff may create their own API keys through /api/keys/ (the keys get
+# at most the limits staff gave the user; README, Security). Off: only staff create keys.
+GATEWAY_USERS_CREATE_KEYS = env.bool("GATEWAY_USERS_CREATE_KEYS", default=True)
 # Add `x-gateway-worker: <pid>` to responses (to see how requests spread over workers).
 GATEWAY_DEBUG_HEADERS = env.bool("GATEWAY_DEBUG_HEADERS", default=False)

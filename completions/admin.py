@@ -14,11 +14,12 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.template import engines
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from .keys import assign_secret, revoke_api_key
-from .models import NANOS, APIKey, ModelRoute, RequestLog, UsageDaily, UserLimits
+from .keys import LIMIT_FIELDS, assign_secret, assign_token_secret, limit_values, revoke_api_key
+from .models import NANOS, APIKey, ManagementToken, ModelRoute, RequestLog, UsageDaily, UserLimits
 from .usage import month_start
 
 LIMIT_FIELDSET = (
@@ -88,7 +89,9 @@ class APIKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: APIKey, form: Any, change: bool) -> None:
         if not change:
-            request._new_api_key_secret = assign_secret(obj)  # type: ignore[attr-defined]
+            request._new_api_key_secret = assign_secret(obj)
+        if any(f in form.changed_data for f in LIMIT_FIELDS):
+            obj.staff_limits = limit_values(obj)  # staff set these: the user's new keys are held to them
         super().save_model(request, obj, form, change)
 
     def response_add(self, request: HttpRequest, obj: APIKey, post_url_continue: str | None = None) -> HttpResponse:
@@ -108,6 +111,52 @@ class APIKeyAdmin(admin.ModelAdmin):
             revoke_api_key(key)
             count += 1
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
+
+
+# The page showing a new management token, the only time it is shown.
+TOKEN_CREATED = """{% extends "admin/base_site.html" %}
+{% block title %}Management API token created{% endblock %}
+{% block content %}
+<h1>Management API token “{{ token.name|default:"token" }}” created for {{ token.user }}</h1>
+<p><strong>Copy this token now. It is stored only as a hash and will not be shown again.</strong></p>
+<p>Send it as <code>Authorization: Token &lt;token&gt;</code> to <code>/api/</code>.</p>
+<p><input id="new-token" type="text" readonly size="70" value="{{ secret }}" onclick="this.select()"></p>
+<p><a href="{% url 'admin:completions_managementtoken_changelist' %}">Back to management API tokens</a></p>
+{% endblock %}"""
+
+
+@admin.register(ManagementToken)
+class ManagementTokenAdmin(admin.ModelAdmin):
+    """Tokens for the management API: created here (shown once), listed by prefix, deleted to revoke."""
+
+    list_display = ("name", "prefix", "user", "created_at", "last_used_at")
+    list_filter = ("user",)
+    search_fields = ("name", "prefix", "user__username")
+    list_select_related = ("user",)
+    fields = ("user", "name", "prefix", "created_at", "last_used_at")
+    readonly_fields = ("prefix", "created_at", "last_used_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # A token's owner is fixed: moving it would hand one user's credential to another.
+        return (*self.readonly_fields, "user") if obj is not None else self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: ManagementToken, form: Any, change: bool) -> None:
+        if not change:
+            request._new_token_secret = assign_token_secret(obj)
+        super().save_model(request, obj, form, change)
+
+    def response_add(
+        self, request: HttpRequest, obj: ManagementToken, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        """Show the new token once, on a page of its own (never in a message cookie or a log)."""
+        secret = getattr(request, "_new_token_secret", None)
+        if secret is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {**self.admin_site.each_context(request), "token": obj, "secret": secret, "opts": self.opts}
+        page = engines["django"].from_string(TOKEN_CREATED).render(context, request)
+        response = HttpResponse(page)
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 @admin.register(ModelRoute)
@@ -152,6 +201,21 @@ CSV_FIELDS = (
     "client_disconnected",
     "end_user",
 )
+
+
+# A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value safe to open in a spreadsheet: text that would start a formula gets a leading `'`.
+
+    The log holds what tenants sent (`user`, model names, request ids), and staff open the export
+    in spreadsheets; numbers, dates and booleans are left as they are.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
 
 
 class _Echo:
@@ -212,7 +276,7 @@ class RequestLogAdmin(ReadOnlyAdmin):
         def rows() -> Any:
             yield writer.writerow(CSV_FIELDS)
             for values in queryset.values_list(*CSV_FIELDS).iterator(chunk_size=2000):
-                yield writer.writerow(values)
+                yield writer.writerow([csv_cell(v) for v in values])
 
         response = StreamingHttpResponse(rows(), content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="request-log.csv"'

@@ -10,6 +10,13 @@ of that: it reads the body (refusing oversized ones early with a 413), builds
 the request, runs a chain of plain async middleware and the view, and sends
 the answer. The admin and the management API keep the stock handler, whose
 behaviour sync views need.
+
+What Django's middleware would guard it guards too, at the cost of a dict
+lookup per request: the `Host` header is checked against ALLOWED_HOSTS (as
+`request.get_host()` checks it; each distinct value's answer is remembered;
+`/healthz` excepted, for probes),
+and every response carries the headers SecurityMiddleware and
+XFrameOptionsMiddleware would add, computed once from the settings.
 """
 
 from __future__ import annotations
@@ -24,13 +31,19 @@ from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
 from django.http import Http404, HttpRequest, HttpResponseBase
+from django.http.request import split_domain_port, validate_host
 from django.utils.module_loading import import_string
 
-from .errors import GatewayError, InternalError, PayloadTooLarge, error_response, not_found
+from .errors import GatewayError, InternalError, InvalidRequest, PayloadTooLarge, error_response, not_found
 from .middleware import request_id_from
 
 logger = logging.getLogger(__name__)
+host_logger = logging.getLogger("django.security.DisallowedHost")
 
+Headers = list[tuple[bytes, bytes]]
+# Liveness answers whatever Host it is asked under: container and orchestrator probes use the
+# machine's address, which ALLOWED_HOSTS rarely lists, and the answer depends on no host.
+HEALTH_PATH = "/healthz"
 GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 ErrorRenderer = Callable[[GatewayError], HttpResponseBase]
 
@@ -69,6 +82,59 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
+def security_headers(secure: bool) -> Headers:
+    """The headers Django's SecurityMiddleware and XFrameOptionsMiddleware add to a response,
+    from the current settings (HSTS only on a secure request, as there)."""
+    headers: Headers = []
+    if secure and settings.SECURE_HSTS_SECONDS:
+        sts = f"max-age={settings.SECURE_HSTS_SECONDS}"
+        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+            sts += "; includeSubDomains"
+        if settings.SECURE_HSTS_PRELOAD:
+            sts += "; preload"
+        headers.append((b"Strict-Transport-Security", sts.encode("latin1")))
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        headers.append((b"X-Content-Type-Options", b"nosniff"))
+    policy = settings.SECURE_REFERRER_POLICY
+    if policy:
+        values = [v.strip() for v in policy.split(",")] if isinstance(policy, str) else list(policy)
+        headers.append((b"Referrer-Policy", ",".join(values).encode("latin1")))
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        headers.append((b"Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode("latin1")))
+    headers.append((b"X-Frame-Options", getattr(settings, "X_FRAME_OPTIONS", "DENY").upper().encode("latin1")))
+    return headers
+
+
+class AllowedHosts:
+    """ALLOWED_HOSTS applied as `HttpRequest.get_host()` applies it, each distinct Host's answer remembered."""
+
+    MAX_REMEMBERED = 1024  # a flood of made-up hosts only empties the memo, never grows it
+
+    def __init__(self) -> None:
+        allowed = list(settings.ALLOWED_HOSTS)
+        if settings.DEBUG and not allowed:
+            allowed = [".localhost", "127.0.0.1", "[::1]"]
+        self.allowed = allowed
+        self.forwarded = settings.USE_X_FORWARDED_HOST
+        self.seen: dict[str, bool] = {}
+
+    def raw_host(self, request: HttpRequest) -> str:
+        host = None if self.forwarded else request.META.get("HTTP_HOST")
+        return host if host is not None else request._get_raw_host()
+
+    def __call__(self, host: str) -> bool:
+        ok = self.seen.get(host)
+        if ok is None:
+            domain, _ = split_domain_port(host)
+            ok = bool(domain) and validate_host(domain, self.allowed)
+            if not ok:
+                host_logger.warning("Invalid HTTP_HOST header: %r. It is not in ALLOWED_HOSTS.", host[:200])
+            if len(self.seen) >= self.MAX_REMEMBERED:
+                self.seen.clear()
+            self.seen[host] = ok
+        return ok
+
+
 class GatewayASGIHandler(ASGIHandler):
     """ASGI handler for the gateway endpoints: no per-request thread context, signals or sync middleware."""
 
@@ -80,6 +146,11 @@ class GatewayASGIHandler(ASGIHandler):
         for path in reversed(settings.GATEWAY_MIDDLEWARE):
             handler = _envelope_errors(import_string(path)(handler))
         self._middleware_chain = handler
+        # Computed once: per request the handler only picks one of the two lists.
+        self._headers = security_headers(secure=False)
+        self._secure_headers = security_headers(secure=True)
+        self._hsts = self._secure_headers != self._headers
+        self._allowed_host = AllowedHosts()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -105,10 +176,31 @@ class GatewayASGIHandler(ASGIHandler):
                 break
         return io.BytesIO(b"".join(parts))
 
-    async def send_stream(self, response: HttpResponseBase, stream: Any, send: Any) -> None:
+    async def send_response(self, response: HttpResponseBase, send: Any, extra: Headers | None = None) -> None:
+        """Django's send_response, with the security headers (`extra`, default: a plain request's)."""
+        extra = self._headers if extra is None else extra
+        if response.streaming:  # not one of the gateway's own streams: Django sends it, with the headers
+
+            async def send_with_headers(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message["headers"], *extra]
+                await send(message)
+
+            await super().send_response(response, send_with_headers)
+            return
+        headers = [(name.encode("ascii"), value.encode("latin1")) for name, value in response.items()]
+        headers.extend(extra)
+        for cookie in response.cookies.values():
+            headers.append((b"Set-Cookie", cookie.output(header="").encode("ascii").strip()))
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        for chunk, last in self.chunk_bytes(response.content):
+            await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+
+    async def send_stream(self, response: HttpResponseBase, stream: Any, send: Any, extra: Headers) -> None:
         """Send an SSE stream one event per message, straight from the gateway's iterator
         (Django's StreamingHttpResponse would wrap it in two more async generators)."""
         headers = [(name.encode("ascii"), value.encode("latin1")) for name, value in response.items()]
+        headers.extend(extra)
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
         async for part in stream:
             await send({"type": "http.response.body", "body": part, "more_body": True})
@@ -133,6 +225,12 @@ class GatewayASGIHandler(ASGIHandler):
         if request is None:
             await self.send_response(bad, send)
             return
+        if not self._allowed_host(self._allowed_host.raw_host(request)) and scope["path"] != HEALTH_PATH:
+            refused = InvalidRequest("Invalid Host header: this gateway does not serve that host.", code="invalid_host")
+            rid = request_id_from(request.META.get("HTTP_X_REQUEST_ID"))
+            await self.send_response(error_response(refused, rid), send)
+            return
+        extra = self._secure_headers if self._hsts and request.is_secure() else self._headers
 
         # As Django does, listen for a disconnect while serving, so that a client going away
         # cancels the view (and with it the upstream call); but serve in this task, not a new
@@ -157,9 +255,9 @@ class GatewayASGIHandler(ASGIHandler):
             response = await self._middleware_chain(request)
             stream = getattr(response, "gateway_stream", None)
             if stream is not None:
-                await self.send_stream(response, stream, send)
+                await self.send_stream(response, stream, send, extra)
             else:
-                await self.send_response(response, send)
+                await self.send_response(response, send, extra)
         except asyncio.CancelledError:
             if not gone:
                 raise  # not ours: the server is shutting down

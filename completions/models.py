@@ -58,6 +58,12 @@ class APIKey(LimitFields):
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    staff_limits = models.JSONField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The limits staff last set on this key; keys its user creates are held to them too.",
+    )
 
     class Meta:
         verbose_name = "API key"
@@ -74,6 +80,28 @@ class APIKey(LimitFields):
         if self.expires_at and self.expires_at <= timezone.now():
             return "expired"
         return "active"
+
+
+class ManagementToken(models.Model):
+    """A credential for the management API (`Authorization: Token …`).
+
+    Like API keys, only a SHA-256 hash and the first characters are stored: the token itself
+    is shown once, when created, and never again.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="management_tokens")
+    name = models.CharField(max_length=100, blank=True, help_text="What the token is for.")
+    prefix = models.CharField(max_length=16, editable=False, help_text="First characters, for humans.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "management API token"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name or 'token'} ({self.prefix}…, {self.user})"
 
 
 class Provider(models.TextChoices):

@@ -4,11 +4,19 @@
 row and its share of the roll-ups are committed together: totals never need
 a scan of the log, and the two always agree. The selectors are what the
 management API, the admin and the dashboard read.
+
+Only models in the route table get roll-up rows of their own: a request for a
+name that no route serves is logged with that name, but counted under
+UNKNOWN_MODEL, so made-up names can't grow the roll-ups or crowd the dashboard.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
+import os
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,12 +24,17 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from .models import LATENCY_BUCKETS_MS, NANOS, LatencyDaily, UsageDaily
 from .recorder import RequestRecord
+from .routing import BUILTIN_MODELS, RouteTable, builtin_routes, database_routes, route_version
+
+# The roll-up bucket of every request whose model no route serves.
+UNKNOWN_MODEL = "(unknown)"
 
 SUM_FIELDS = (
     "requests",
@@ -44,13 +57,75 @@ def _utc_day(moment: datetime) -> date:
     return moment.astimezone(UTC).date() if moment.tzinfo else moment.date()
 
 
-def aggregate(records: Iterable[RequestRecord]) -> tuple[dict[tuple[Any, ...], list[int]], dict[tuple[Any, ...], int]]:
-    """Sum a batch per (day, key, model) and per (day, model, latency bucket)."""
+class KnownModels:
+    """The public model ids of the route table, as the log writer's thread needs them.
+
+    Built like the router's own table (built-in routes plus ModelRoute rows) and rebuilt when the
+    route version changes (the row every worker polls), when the provider variables that enable
+    built-in routes change, or after MAX_AGE seconds. The version is read at most once every
+    GATEWAY_ROUTE_CHECK_SECONDS, so a busy writer does not query it per batch.
+    """
+
+    MAX_AGE = 60.0
+    _ENV = ("GATEWAY_BUILTIN_ROUTES", *(env_name for env_name, _ in BUILTIN_MODELS.values()))
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: frozenset[str] = frozenset()
+        self._stamp: tuple[Any, ...] | None = None
+        self._built = self._checked = -math.inf
+        self._unknown: set[str] = set()  # names looked up since the last build and not found
+
+    def get(self) -> frozenset[str]:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._checked >= settings.GATEWAY_ROUTE_CHECK_SECONDS:
+                self._checked = now
+                stamp = (route_version(), *(bool(os.environ.get(name)) for name in self._ENV))
+                if stamp != self._stamp or now - self._built > self.MAX_AGE:
+                    self._rebuild(stamp, now)
+            return self._ids
+
+    def get_including(self, names: set[str]) -> frozenset[str]:
+        """The known ids, brought up to date first when `names` holds one they lack: a route added
+        a moment ago must not roll up as "(unknown)". That costs one read of the route version;
+        a rebuild follows only when the version moved or a name was never looked up before, so a
+        tenant's made-up names cost at most one rebuild each."""
+        known = self.get()
+        missing = names - known
+        if not missing:
+            return known
+        with self._lock:
+            stamp = (route_version(), *(bool(os.environ.get(name)) for name in self._ENV))
+            if stamp != self._stamp or missing - self._unknown:
+                self._rebuild(stamp, time.monotonic())
+            self._unknown |= missing - self._ids
+            if len(self._unknown) > 10_000:
+                self._unknown = set()
+            return self._ids
+
+    def _rebuild(self, stamp: tuple[Any, ...] | None, now: float) -> None:
+        self._ids = frozenset(RouteTable.build(builtin_routes(), database_routes()).model_ids())
+        self._stamp, self._built = stamp, now
+        self._unknown = set()
+
+
+known_models = KnownModels()
+
+
+def aggregate(
+    records: Iterable[RequestRecord], known: frozenset[str] | None = None
+) -> tuple[dict[tuple[Any, ...], list[int]], dict[tuple[Any, ...], int]]:
+    """Sum a batch per (day, key, model) and per (day, model, latency bucket); models not in
+    `known` (default: the route table's) are summed under UNKNOWN_MODEL."""
+    records = list(records)
+    if known is None:
+        known = known_models.get_including({r.model for r in records})
     usage: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * (len(SUM_FIELDS) + 1))
     latency: dict[tuple[Any, ...], int] = defaultdict(int)
     for r in records:
         day = _utc_day(r.created_at)
-        model = r.model[:200]
+        model = r.model if r.model in known else UNKNOWN_MODEL
         sums = usage[(day, r.key_id or 0, model)]
         sums[0] += 1
         sums[1] += 1 if r.is_error else 0
@@ -109,7 +184,7 @@ class Scope:
 
 
 def _totals(row: dict[str, Any]) -> dict[str, Any]:
-    out = {f: int(row.get(f) or 0) for f in SUM_FIELDS}
+    out: dict[str, Any] = {f: int(row.get(f) or 0) for f in SUM_FIELDS}
     out["cost"] = Decimal(out.pop("cost_nanos")) / NANOS
     out["error_rate"] = out["errors"] / out["requests"] if out["requests"] else 0.0
     out["avg_latency_ms"] = out.pop("latency_ms_total") / out["requests"] if out["requests"] else 0.0

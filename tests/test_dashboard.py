@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from completions.dashboard import dashboard_data
 from completions.keys import create_api_key
+from completions.models import ModelRoute
 from completions.recorder import LogWriter, RequestRecord
 from completions.usage import rollup
 
@@ -69,6 +70,8 @@ def sample(key_a: Any, key_b: Any, today: datetime) -> list[RequestRecord]:
 def traffic(django_user_model: Any) -> dict[str, Any]:
     alice = django_user_model.objects.create_user("alice")
     bob = django_user_model.objects.create_user("bob")
+    for name in ("alpha", "beta"):  # roll-ups are kept per model only for routed models
+        ModelRoute.objects.create(model_name=name, provider="mock")
     key_a, _ = create_api_key(alice, "alice-key")
     key_b, _ = create_api_key(bob, "bob-key")
     today = timezone.now().replace(hour=12, minute=0, second=0, microsecond=0).astimezone(UTC)

@@ -98,8 +98,7 @@ def fire(url: str, secret: str, n: int) -> list[httpx.Response]:
 
 
 def test_limits_hold_across_two_workers_and_usage_adds_up(workers: str, django_user_model: Any) -> None:
-    from rest_framework.authtoken.models import Token
-
+    from completions.keys import create_management_token
     from completions.models import RequestLog, UsageDaily
 
     alice = django_user_model.objects.create_user("alice")
@@ -127,8 +126,8 @@ def test_limits_hold_across_two_workers_and_usage_adds_up(workers: str, django_u
         rollup = UsageDaily.objects.get(key_id=key.pk)
         assert (rollup.requests, rollup.errors) == (total, total - ok)
         assert rollup.total_tokens == sum(r.total_tokens for r in rows)
-        token = Token.objects.create(user=user)
-        api = httpx.Client(base_url=workers, headers={"Authorization": f"Token {token.key}"})
+        _, token = create_management_token(user)
+        api = httpx.Client(base_url=workers, headers={"Authorization": f"Token {token}"})
         usage = api.get("/api/usage/", params={"group_by": "key"}).json()["data"]
         assert [(u["key_id"], u["requests"], u["errors"], u["total_tokens"]) for u in usage] == [
             (key.pk, total, total - ok, rollup.total_tokens)

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('completions', '0002_limits_and_usage'),
+        ('completions', '0004_apikey_staff_limits'),
     ]
 
     operations = [

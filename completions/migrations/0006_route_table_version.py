@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('completions', '0003_set_aside_log_rows'),
+        ('completions', '0005_set_aside_log_rows'),
     ]
 
     operations = [
