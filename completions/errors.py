@@ -39,6 +39,9 @@ class GatewayError(Exception):
         # The upstream's own words inside `message` (they may quote the client's prompt): kept out of
         # the log unless content logging is on.
         self.quoted = quoted or None
+        # Seconds the upstream itself asked to wait (its retry-after); None for the gateway's own
+        # errors, so a retry-after the gateway adds for clients never slows its own retries.
+        self.upstream_retry_after: float | None = None
         self.param = param
         if code is not None:
             self.code = code
@@ -193,7 +196,22 @@ def from_upstream_status(
     """The OpenAI-side error for an upstream HTTP status; every provider maps through here.
 
     The message may quote the upstream's own explanation, never a credential (see `_quoting_upstream`).
+    `retry_after` is the upstream's own header: kept as the error's `upstream_retry_after`.
     """
+    err = _by_status(status, message, provider=provider, retry_after=retry_after, code=code)
+    err.upstream_retry_after = seconds(retry_after)
+    return err
+
+
+def seconds(value: str | None) -> float | None:
+    """A retry-after header's seconds (None when absent or not a number of seconds)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _by_status(status: int, message: str, *, provider: str, retry_after: str | None, code: str | None) -> GatewayError:
     headers = {"retry-after": retry_after} if retry_after else {}
     retry = headers or {"retry-after": "1"}
     where = f"{provider} upstream"
@@ -274,7 +292,7 @@ def relayed_upstream_error(
     mapped = from_upstream_status(status, "", provider=provider, retry_after=retry_after)
     if status == 401:
         return mapped
-    return _quoting_upstream(
+    relayed = _quoting_upstream(
         GatewayError,
         message,
         quoted=message,
@@ -284,6 +302,8 @@ def relayed_upstream_error(
         status=status,
         headers=mapped.headers,
     )
+    relayed.upstream_retry_after = mapped.upstream_retry_after
+    return relayed
 
 
 def upstream_failure(message: str, *, code: str | None = None, headers: dict[str, str] | None = None) -> UpstreamError:

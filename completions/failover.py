@@ -47,11 +47,7 @@ def backoff_delay(retry: int, base: float, cap: float = 8.0, rng: random.Random 
 
 def upstream_hint(err: GatewayError) -> float | None:
     """The upstream's own retry-after, in seconds (None when it gave none)."""
-    value = err.headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    return err.upstream_retry_after
 
 
 @dataclass

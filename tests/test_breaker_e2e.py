@@ -65,3 +65,43 @@ def test_an_upstream_429_does_not_open_the_breaker_for_others(setup: tuple[str, 
     fake.reset()  # the upstream has room again
     b_answers = [ask(url, tenant_b) for _ in range(6)]
     assert [r.status_code for r in b_answers] == [200] * 6, [r.text for r in b_answers if r.status_code != 200]
+
+
+def test_retries_wait_the_documented_backoff_not_a_hint_the_gateway_made(
+    transactional_db: Any, django_user_model: Any
+) -> None:
+    """An upstream 500 with no retry-after is retried after the jittered 0.25 s base, not 1 s (the
+    gateway used to put its own `retry-after: 1` on the error and then honour it); an upstream's
+    own retry-after is still honoured."""
+    import time
+
+    fake = FakeOpenAI().start()
+    ModelRoute.objects.create(
+        model_name="retried",
+        provider="openai",
+        upstream_model="up",
+        base_url=fake.url + "/v1",
+        api_key_env="RETRY_UPSTREAM_KEY",
+        max_retries=1,
+    )
+    _, key = create_api_key(django_user_model.objects.create_user("retrier"), "k")
+    body = {"model": "retried", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"Authorization": f"Bearer {key}"}
+    env = {"RETRY_UPSTREAM_KEY": "sk-upstream", "GATEWAY_RETRY_BASE_SECONDS": "0.25"}
+    try:
+        with GatewayProcess("gunicorn", workers=2, env=env) as gateway:
+            took = []
+            for _ in range(4):
+                fake.script(Reply(status=500, json=error("boom", "server_error")))
+                started = time.monotonic()
+                r = httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
+                took.append(time.monotonic() - started)
+                assert r.status_code == 200 and r.headers["x-gateway-attempts"] == "2"
+            assert max(took) < 0.9, took  # at most the 0.25 s backoff plus the two calls
+            busy = error("slow down", "rate_limit_error")
+            fake.script(Reply(status=429, json=busy, headers={"retry-after": "1"}))
+            started = time.monotonic()
+            r = httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
+            assert r.status_code == 200 and time.monotonic() - started >= 1.0  # the upstream's own hint
+    finally:
+        fake.stop()
