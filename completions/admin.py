@@ -19,7 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from .keys import LIMIT_FIELDS, assign_secret, assign_token_secret, limit_values, revoke_api_key
-from .models import NANOS, APIKey, ManagementToken, ModelRoute, RequestLog, UsageDaily, UserLimits
+from .models import NANOS, APIKey, ManagementToken, ModelRoute, RequestLog, SetAsideLogRow, UsageDaily, UserLimits
 from .usage import month_start
 
 LIMIT_FIELDSET = (
@@ -283,6 +283,18 @@ class RequestLogAdmin(ReadOnlyAdmin):
         return response
 
 
+@admin.register(SetAsideLogRow)
+class SetAsideLogRowAdmin(ReadOnlyAdmin):
+    """Log rows the database refused, kept so the rest of their batch could be written."""
+
+    list_display = ("created_at", "request_id", "error")
+    search_fields = ("request_id",)
+    date_hierarchy = "created_at"
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)  # once looked into, they may be cleared
+
+
 @admin.register(UsageDaily)
 class UsageDailyAdmin(ReadOnlyAdmin):
     """The daily roll-ups (maintained as log rows are written)."""
@@ -295,7 +307,7 @@ class UsageDailyAdmin(ReadOnlyAdmin):
 class UserLimitsInline(admin.StackedInline):
     model = UserLimits
     can_delete = True
-    verbose_name_plural = "Default limits for this user's keys"
+    verbose_name_plural = "Limits for this user (all of their keys together)"
     fields = LIMIT_FIELDSET[1]["fields"]
 
 

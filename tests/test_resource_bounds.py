@@ -57,3 +57,25 @@ def test_the_largest_allowed_embeddings_request_is_answered(capped_gateway: Any)
     data = response.json()["data"]
     assert len(data) == 341 and {len(d["embedding"]) for d in data} == {3072}
     assert capped_gateway.alive()
+
+
+def chat(gateway: Any, **body: Any) -> httpx.Response:
+    payload = {"model": "mock-gpt-model", **body}
+    headers = {"Authorization": f"Bearer {gateway.secret}"}
+    return httpx.post(gateway.url + "/v1/chat/completions", json=payload, headers=headers, timeout=60)
+
+
+def test_the_mock_bounds_n_times_its_output(capped_gateway: Any) -> None:
+    words = " ".join(f"w{i}" for i in range(300))
+    response = chat(capped_gateway, messages=[{"role": "user", "content": words}], n=128, stream=True)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "n"
+    fits = chat(capped_gateway, messages=[{"role": "user", "content": words}], n=100)
+    assert fits.status_code == 200 and len(fits.json()["choices"]) == 100
+
+
+def test_the_mock_stops_at_its_output_limit_like_a_model(capped_gateway: Any) -> None:
+    words = " ".join(f"w{i}" for i in range(5000))
+    answer = chat(capped_gateway, messages=[{"role": "user", "content": words}]).json()
+    assert answer["choices"][0]["finish_reason"] == "length"
+    assert answer["usage"]["completion_tokens"] == 4096

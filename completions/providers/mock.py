@@ -23,7 +23,7 @@ import orjson
 
 from .. import protocol as p
 from ..tokens import count_prompt, count_tokens, split_tokens
-from .base import Prepared, Provider, unsupported
+from .base import Prepared, Provider, invalid, unsupported
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,15 @@ def sample_arguments(fn: p.FunctionDefinition, text: str) -> dict[str, Any]:
     return out
 
 
-def answer(request: p.ChatCompletionRequest) -> Answer:
+# Like a real model's output limit: past it, the answer is cut with finish_reason "length".
+MAX_OUTPUT_TOKENS = 4096
+# The most tokens one request may make the mock produce over all its `n` choices.
+MAX_TOTAL_OUTPUT_TOKENS = 32_768
+# Embeddings with more values than this are computed on a worker thread, not the event loop.
+INLINE_EMBEDDING_VALUES = 65_536
+
+
+def answer(request: p.ChatCompletionRequest, max_output_tokens: int = MAX_OUTPUT_TOKENS) -> Answer:
     """The deterministic answer to `request`."""
     text, source = last_turn_text(request)
     if source == "user":
@@ -117,8 +125,8 @@ def answer(request: p.ChatCompletionRequest) -> Answer:
         if cut != -1:
             text = text[:cut]
     tokens = split_tokens(text)
-    limit = request.output_limit
-    if limit is not None and len(tokens) > limit:
+    limit = min(request.output_limit or max_output_tokens, max_output_tokens)
+    if len(tokens) > limit:
         tokens = tokens[:limit]
         finish = "length"
     return Answer(tokens=tokens, finish_reason=finish)
@@ -162,12 +170,22 @@ class MockProvider(Provider):
         }
     )
 
-    def translate(self, request: p.ChatCompletionRequest) -> None:
+    def translate(self, request: p.ChatCompletionRequest) -> Answer:
+        """The answer, worked out once; refused before any work if its `n` choices are too large."""
         if isinstance(request.response_format, p.ResponseFormatJsonSchema):
             raise unsupported(
                 "response_format",
                 "The mock model does not support `response_format` of type `json_schema`; use `json_object`.",
             )
+        ans = answer(request, int(self.route.options.get("max_output_tokens", MAX_OUTPUT_TOKENS)))
+        if ans.completion_tokens * request.choices > MAX_TOTAL_OUTPUT_TOKENS:
+            raise invalid(
+                "n",
+                f"{request.choices} choices of {ans.completion_tokens} tokens is more than the "
+                f"{MAX_TOTAL_OUTPUT_TOKENS} output tokens the mock model produces for one request: lower `n` "
+                "or `max_tokens`.",
+            )
+        return ans
 
     @property
     def _latency(self) -> float:
@@ -180,11 +198,10 @@ class MockProvider(Provider):
     def _usage(self, request: p.ChatCompletionRequest, ans: Answer) -> dict[str, Any]:
         return p.usage(count_prompt(request.messages), ans.completion_tokens * request.choices)
 
-    async def complete(self, prepared: Prepared[None]) -> dict[str, Any]:
-        request = prepared.request
+    async def complete(self, prepared: Prepared[Answer]) -> dict[str, Any]:
+        request, ans = prepared.request, prepared.payload
         if self._latency:
             await asyncio.sleep(self._latency)
-        ans = answer(request)
         choices = []
         for index in range(request.choices):
             msg = p.message(None, tool_calls=[ans.tool_call]) if ans.tool_call else p.message(ans.text)
@@ -194,11 +211,10 @@ class MockProvider(Provider):
             p.new_completion_id(), p.now(), self.route.upstream_model, choices, self._usage(request, ans)
         )
 
-    async def stream(self, prepared: Prepared[None]) -> AsyncIterator[dict[str, Any]]:
-        request = prepared.request
+    async def stream(self, prepared: Prepared[Answer]) -> AsyncIterator[dict[str, Any]]:
+        request, ans = prepared.request, prepared.payload
         if self._latency:
             await asyncio.sleep(self._latency)
-        ans = answer(request)
         chunks = p.ChunkFactory(self.route.upstream_model)
         delay = self._chunk_delay
         for index in range(request.choices):
@@ -226,7 +242,11 @@ class MockProvider(Provider):
         """Deterministic unit vectors derived from each text's hash (same text, same vector)."""
         texts = request.texts
         dims = request.dimensions or 16
-        data = [{"object": "embedding", "index": i, "embedding": hashed_vector(t, dims)} for i, t in enumerate(texts)]
+        if len(texts) * dims > INLINE_EMBEDDING_VALUES:
+            vectors = await asyncio.to_thread(hashed_vectors, texts, dims)  # heavy CPU: off the event loop
+        else:
+            vectors = hashed_vectors(texts, dims)
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
         tokens = sum(count_tokens(t) for t in texts)
         return {
             "object": "list",
@@ -234,6 +254,10 @@ class MockProvider(Provider):
             "model": self.route.upstream_model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
+
+
+def hashed_vectors(texts: list[str], dims: int) -> list[list[float]]:
+    return [hashed_vector(t, dims) for t in texts]
 
 
 def hashed_vector(text: str, dims: int) -> list[float]:
