@@ -11,27 +11,36 @@ instead of resetting module globals by hand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
 from .auth import KeyCache
+from .circuit import Circuit
 from .failover import CircuitBreakers
 from .keys import KeyUseRecorder
 from .limits import Limiter, LocalLimiter, RedisLimiter
 from .recorder import LogWriter
 from .routing import Router, bump_version
+from .shared import SharedCache
 
 
 @dataclass
 class Gateway:
-    """One worker process's long-lived state."""
+    """One worker process's long-lived state.
+
+    `shared` (the shared cache, with the process's Redis circuit) and `database` (the database
+    circuit) are the same objects the router, the key cache and the limiter use, so one failure
+    seen anywhere in the process spares every other request the wait.
+    """
 
     router: Router
     breakers: CircuitBreakers
     log: LogWriter
     limiter: Limiter
     keys: KeyCache
+    shared: SharedCache = field(default_factory=SharedCache)
+    database: Circuit = field(default_factory=lambda: Circuit("database"))
 
     async def aclose(self) -> None:
         """Release upstream connection pools (shutdown)."""
@@ -55,12 +64,17 @@ def make_log_writer() -> LogWriter:
 
 
 def build() -> Gateway:
+    retry = settings.GATEWAY_DEPENDENCY_RETRY_SECONDS
+    shared = SharedCache(Circuit("Redis", retry))
+    database = Circuit("database", retry)
     return Gateway(
         router=Router(),
         breakers=CircuitBreakers(),
         log=make_log_writer(),
         limiter=make_limiter(),
-        keys=KeyCache(),
+        keys=KeyCache(shared, database),
+        shared=shared,
+        database=database,
     )
 
 
