@@ -68,7 +68,7 @@ def build() -> Gateway:
     shared = SharedCache(Circuit("Redis", retry))
     database = Circuit("database", retry)
     return Gateway(
-        router=Router(),
+        router=Router(shared, database),
         breakers=CircuitBreakers(),
         log=make_log_writer(),
         limiter=make_limiter(),
@@ -90,8 +90,9 @@ def install(gateway: Gateway) -> Gateway:
 
 def routes_changed() -> None:
     """A route was saved: this process reloads its table at once, every other within its check interval."""
-    bump_version()
-    current().router.invalidate()
+    gateway = current()
+    bump_version(gateway.shared)
+    gateway.router.invalidate()
 
 
 def current() -> Gateway:

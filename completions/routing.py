@@ -21,15 +21,19 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 
+from .circuit import DATABASE_ERRORS, Circuit
 from .db import run_db
-from .errors import ModelNotFound
+from .errors import ModelNotFound, ServiceUnavailable, dependency_unavailable
 from .providers import Provider, Route, known, provider_class
+from .shared import SharedCache
 
 logger = logging.getLogger(__name__)
 
 VERSION_KEY = "routes:version"
+# The database's routes as last read, pickled `Route` objects: change this when Route changes shape.
+SNAPSHOT_KEY = "routes:snapshot:v1"
+_UNKNOWN = object()  # the version, while Redis can't be asked
 
 
 def _price(value: str) -> Decimal:
@@ -171,9 +175,18 @@ def weighted_order(routes: list[Route], rng: random.Random | None = None) -> lis
 
 
 class Router:
-    """Holds this process's route table and one provider instance per route."""
+    """Holds this process's route table and one provider instance per route.
 
-    def __init__(self) -> None:
+    Neither Redis nor the database being down takes the table away: without Redis the
+    current table is kept (and reloaded once Redis answers again, in case a route changed
+    meanwhile); without the database too. A process that starts while the database is down
+    loads the last table any worker read, from the shared cache; without it, requests are
+    a 503 with `retry-after`.
+    """
+
+    def __init__(self, shared: SharedCache | None = None, database: Circuit | None = None) -> None:
+        self.shared = shared or SharedCache()
+        self.database = database or Circuit("database")
         self._table: RouteTable | None = None
         self._version: Any = None
         self._checked = 0.0
@@ -188,21 +201,57 @@ class Router:
         """The current table, reloaded if this process or another changed a route."""
         now = time.monotonic()
         if self._table is None or self._stale:
-            await run_db(self._refresh)
+            await self._reload()
             self._checked = now
         elif now - self._checked > settings.GATEWAY_ROUTE_CHECK_SECONDS:
             self._checked = now  # one request checks; the others keep the current table
-            await run_db(self._refresh)
+            await self._reload()
         assert self._table is not None
         return self._table
 
+    async def _reload(self) -> None:
+        try:
+            await run_db(self._refresh)
+        except DATABASE_ERRORS as exc:  # from the connection's own upkeep, outside _refresh
+            self.database.failed(exc)
+            if self._table is None:
+                raise routes_unavailable(self.database) from exc
+
     def _refresh(self) -> None:
-        version = cache.get(VERSION_KEY)
-        if self._table is not None and not self._stale and version == self._version:
+        """Reload the table if its version changed (runs on the database thread)."""
+        version = self.shared.get(VERSION_KEY, down=_UNKNOWN)
+        current = self._table is not None and not self._stale
+        if version is _UNKNOWN:
+            if current:
+                self._version = _UNKNOWN  # reload once Redis answers: a route may change meanwhile
+                return
+        elif current and version == self._version:
             return
+        configured, complete = self._configured_routes()
         self._stale = False
-        self._version = version
-        self._table = RouteTable.build(builtin_routes(), database_routes())
+        # Without the database's answer, the table is reloaded at the next check.
+        self._version = version if complete else _UNKNOWN
+        if configured is not None:
+            self._table = RouteTable.build(builtin_routes(), configured)
+
+    def _configured_routes(self) -> tuple[list[Route] | None, bool]:
+        """(the database's routes, True); while it is down, (None, False) when this process has a table
+        to keep, else (the last routes any worker read, from the shared cache, False), else the 503."""
+        if self.database.allow():
+            try:
+                routes = database_routes()
+            except DATABASE_ERRORS as exc:
+                self.database.failed(exc)
+            else:
+                self.database.ok()
+                self.shared.set(SNAPSHOT_KEY, routes, None)  # for workers that start while the database is down
+                return routes, True
+        if self._table is not None:
+            return None, False
+        snapshot = self.shared.get(SNAPSHOT_KEY)
+        if snapshot is None:
+            raise routes_unavailable(self.database)
+        return list(snapshot), False
 
     def provider(self, route: Route) -> Provider:
         """The provider instance for `route` (created once, keeping its connection pool)."""
@@ -239,6 +288,11 @@ class Router:
         self._providers.clear()
 
 
-def bump_version() -> None:
-    """Tell every worker that the routing table changed (they reload within GATEWAY_ROUTE_CHECK_SECONDS)."""
-    cache.set(VERSION_KEY, time.time_ns(), None)
+def routes_unavailable(database: Circuit) -> ServiceUnavailable:
+    return dependency_unavailable("load its routing table", database.retry_after())
+
+
+def bump_version(shared: SharedCache) -> None:
+    """Tell every worker that the routing table changed (they reload within GATEWAY_ROUTE_CHECK_SECONDS;
+    while Redis is down, once it answers again)."""
+    shared.set(VERSION_KEY, time.time_ns(), None)
