@@ -11,6 +11,7 @@ instead of resetting module globals by hand.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -47,11 +48,25 @@ class Gateway:
         await self.router.aclose()
 
 
-def make_limiter() -> Limiter:
+def make_limiter(
+    redis: Circuit | None = None, database: Circuit | None = None, log: LogWriter | None = None
+) -> Limiter:
     """Limits in Redis when REDIS_URL is set (shared by every worker), else in this process."""
-    if settings.REDIS_URL:
-        return RedisLimiter(settings.REDIS_URL, settings.GATEWAY_REDIS_PREFIX)
-    return LocalLimiter()
+    if not settings.REDIS_URL:
+        return LocalLimiter(database=database)
+
+    async def logged() -> bool:
+        return log is None or await asyncio.to_thread(log.flush, 30.0)
+
+    return RedisLimiter(
+        settings.REDIS_URL,
+        settings.GATEWAY_REDIS_PREFIX,
+        circuit=redis,
+        database=database,
+        workers=settings.GATEWAY_WORKERS,
+        timeout=settings.GATEWAY_REDIS_TIMEOUT,
+        logged=logged,
+    )
 
 
 def make_log_writer() -> LogWriter:
@@ -67,11 +82,12 @@ def build() -> Gateway:
     retry = settings.GATEWAY_DEPENDENCY_RETRY_SECONDS
     shared = SharedCache(Circuit("Redis", retry))
     database = Circuit("database", retry)
+    log = make_log_writer()
     return Gateway(
         router=Router(shared, database),
         breakers=CircuitBreakers(),
-        log=make_log_writer(),
-        limiter=make_limiter(),
+        log=log,
+        limiter=make_limiter(shared.circuit, database, log),
         keys=KeyCache(shared, database),
         shared=shared,
         database=database,

@@ -17,11 +17,17 @@ from django.db import OperationalError
 from completions import auth
 from completions import shared as shared_module
 from completions.auth import KeyCache
-from completions.caller import Caller
+from completions.caller import Caller, Limits, Scope
 from completions.circuit import Circuit
-from completions.errors import ServiceUnavailable
-from completions.keys import KEY_PREFIX
+from completions.db import run_db
+from completions.errors import QuotaExceeded, RateLimited, ServiceUnavailable
+from completions.keys import KEY_PREFIX, create_api_key
+from completions.limits import RedisLimiter
+from completions.recorder import RequestRecord
 from completions.shared import SharedCache
+from completions.usage import rollup
+from tests.conftest import free_port
+from tests.services import PrivateRedis
 
 # ---- the pieces, in process ------------------------------------------------------------------------
 
@@ -105,3 +111,103 @@ def test_key_lookups_outlive_redis_and_database_outages(transactional_db: Any, m
     asyncio.run(KeyCache(SharedCache(), Circuit("database", 0.05)).lookup(secret))
     database["up"] = False
     assert asyncio.run(KeyCache(SharedCache(), Circuit("database", 0.05)).lookup(secret)) == caller
+
+
+def dead_redis_url() -> str:
+    return f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+
+
+def add_spend(key_id: int, user_id: int, tokens: int) -> None:
+    """What the log writer adds to the roll-ups for a request that used `tokens`."""
+    rollup(
+        [RequestRecord(request_id=uuid.uuid4().hex, key_id=key_id, user_id=user_id, model="m", prompt_tokens=tokens)]
+    )
+
+
+def test_without_redis_each_worker_admits_its_share_of_every_limit(transactional_db: Any, user: Any) -> None:
+    key, _ = create_api_key(user, "budget", token_budget=1000, budget_period="total")
+    add_spend(key.pk, user.pk, 200)  # spent before Redis went away
+    limiter = RedisLimiter(dead_redis_url(), "gw-dead", circuit=Circuit("Redis", 30), workers=2, timeout=0.5)
+    rate = [Scope("key", key.pk + 10_000, Limits(rpm=10, tpm=1000))]
+    budget = [Scope("key", key.pk, Limits(token_budget=1000, period="total"))]
+
+    async def run() -> tuple[int, int, int, bool]:
+        admitted = 0
+        for _ in range(8):
+            try:
+                a = await limiter.admit(rate, 10, 0)
+                assert a.local
+                admitted += 1
+            except RateLimited:
+                pass
+        # A request bigger than this worker's 500 tokens a minute, within the key's 1000, is served.
+        large = await limiter.admit([Scope("key", key.pk + 20_000, Limits(tpm=1000))], 800, 0)
+        spent = 0
+        for _ in range(10):
+            try:
+                a = await limiter.admit(budget, 100, 0)
+            except QuotaExceeded:
+                break
+            await limiter.settle(a, 100, 0)
+            spent += 100
+        return admitted, spent, large.estimate_tokens, limiter.circuit.up
+
+    admitted, spent, large, up = asyncio.run(run())
+    assert admitted == 5  # 10 a minute over two workers
+    assert large == 800
+    assert spent == 400  # 200 spent + (1000 - 200) / 2 workers = 600: four more requests of 100
+    assert not up
+
+
+def test_budget_counters_redis_missed_are_rebuilt_from_the_rollups(transactional_db: Any, user: Any) -> None:
+    """A partition: Redis keeps its counters but the worker can't reach it for a while. Afterwards
+    the counters hold the spend of the outage, and reservations settled meanwhile are released."""
+    key, _ = create_api_key(user, "budget", token_budget=1000, budget_period="total")
+    budget = [Scope("key", key.pk, Limits(token_budget=1000, period="total"))]
+    with PrivateRedis() as server:
+        limiter = RedisLimiter(server.url, "gw-reconcile", circuit=Circuit("Redis", 0.1), workers=2)
+        direct = redis.Redis.from_url(server.url, decode_responses=True)
+        base = f"gw-reconcile:lim:key:{key.pk}:budget:total"
+
+        def partition(cut: bool) -> None:
+            limiter.url = dead_redis_url() if cut else server.url
+            limiter._clients.clear()
+
+        async def run() -> tuple[int, int]:
+            first = await limiter.admit(budget, 100, 0)
+            await limiter.settle(first, 100, 0)
+            await run_db(add_spend, key.pk, user.pk, 100)
+            in_flight = await limiter.admit(budget, 100, 0)  # reserved in Redis ...
+            partition(True)
+            await limiter.settle(in_flight, 100, 0)  # ... settled while Redis can't be reached
+            await run_db(add_spend, key.pk, user.pk, 100)
+            during = 0
+            while during < 1000:
+                try:
+                    a = await limiter.admit(budget, 100, 0)
+                except QuotaExceeded:
+                    break
+                assert a.local
+                await limiter.settle(a, 100, 0)
+                await run_db(add_spend, key.pk, user.pk, 100)
+                during += 100
+            partition(False)
+            await asyncio.sleep(0.15)
+            await limiter.admit([Scope("key", key.pk + 10_000, Limits(rpm=100))], 1, 0)  # Redis answers again
+            assert limiter._reconciling is not None
+            await limiter._reconciling
+            after = 0
+            while after < 1000:
+                try:
+                    a = await limiter.admit(budget, 100, 0)
+                except QuotaExceeded:
+                    break
+                await limiter.settle(a, 100, 0)
+                after += 100
+            return during, after
+
+        during, after = asyncio.run(run())
+        assert during == 400  # 200 spent + (1000 - 200) / 2 workers
+        assert direct.zcard(f"{base}:held") == 0  # the in-flight reservation was released
+        assert after == 400  # 600 spent by then: the counters were rebuilt, not left at 100
+        assert int(direct.get(f"{base}:tokens")) == 1000
