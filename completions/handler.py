@@ -26,7 +26,8 @@ from django.core.handlers.asgi import ASGIHandler
 from django.http import Http404, HttpRequest, HttpResponseBase
 from django.utils.module_loading import import_string
 
-from .errors import GatewayError, InternalError, PayloadTooLarge, error_response, not_found
+from .circuit import DEPENDENCY_ERRORS
+from .errors import GatewayError, InternalError, PayloadTooLarge, dependency_unavailable, error_response, not_found
 from .middleware import request_id_from
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,10 @@ def _envelope_errors(get_response: GetResponse) -> GetResponse:
             return not_found(request)
         except GatewayError as exc:
             return error_response(exc)
+        except DEPENDENCY_ERRORS as exc:
+            # Every path handles its dependencies' outages itself; this is the net under them.
+            logger.warning("%s %s: a dependency failed: %s: %s", request.method, request.path, type(exc).__name__, exc)
+            return error_response(dependency_unavailable("answer this request"))
         except Exception:
             logger.exception("unhandled error for %s %s", request.method, request.path)
             return error_response(InternalError("The gateway hit an internal error; it has been logged."))
