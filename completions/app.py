@@ -21,6 +21,7 @@ from .circuit import Circuit
 from .failover import CircuitBreakers
 from .keys import KeyUseRecorder
 from .limits import Limiter, LocalLimiter, RedisLimiter
+from .readiness import Readiness
 from .recorder import LogWriter
 from .routing import Router, bump_version
 from .shared import SharedCache
@@ -42,6 +43,7 @@ class Gateway:
     keys: KeyCache
     shared: SharedCache = field(default_factory=SharedCache)
     database: Circuit = field(default_factory=lambda: Circuit("database"))
+    readiness: Readiness = field(default_factory=Readiness)
 
     async def aclose(self) -> None:
         """Release upstream connection pools (shutdown)."""
@@ -73,7 +75,7 @@ def make_log_writer() -> LogWriter:
     """The request-log writer with the hooks that run in each batch's transaction."""
     from .usage import rollup
 
-    writer = LogWriter()
+    writer = LogWriter(max_pending=settings.GATEWAY_LOG_MAX_PENDING)
     writer.hooks.extend([rollup, KeyUseRecorder()])
     return writer
 

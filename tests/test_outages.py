@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from django.db import OperationalError
 
 from completions import auth
 from completions import shared as shared_module
+from completions.app import current
 from completions.auth import KeyCache
 from completions.caller import Caller, Limits, Scope
 from completions.circuit import Circuit
@@ -211,3 +214,51 @@ def test_budget_counters_redis_missed_are_rebuilt_from_the_rollups(transactional
         assert direct.zcard(f"{base}:held") == 0  # the in-flight reservation was released
         assert after == 400  # 600 spent by then: the counters were rebuilt, not left at 100
         assert int(direct.get(f"{base}:tokens")) == 1000
+
+
+def test_readyz_reports_the_backlog_and_pending_migrations_and_is_cached(gateway: Any, monkeypatch: Any) -> None:
+    state = current()
+    checks = []
+    real = state.readiness._pending_migrations
+
+    def counted() -> int:
+        checks.append(1)
+        return real()
+
+    monkeypatch.setattr(state.readiness, "_pending_migrations", counted)
+    ready = httpx.get(gateway.url + "/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert {name for name, check in ready.json()["checks"].items() if check["ok"]} == {
+        "database",
+        "migrations",
+        "redis",
+        "request_log",
+    }
+    for _ in range(20):  # a load balancer polling hard
+        assert httpx.get(gateway.url + "/readyz").status_code == 200
+    assert len(checks) <= 2  # one check a second
+
+    # The log writer is stuck (the database is slow): the backlog passes its bound.
+    release = threading.Event()
+    state.log.max_pending = 2
+    state.log.hooks.append(lambda batch: release.wait(10))
+    for i in range(3):
+        state.log.submit(RequestRecord(request_id=f"backlog-{i}"))
+    time.sleep(1.1)
+    backlog = httpx.get(gateway.url + "/readyz")
+    release.set()
+    assert backlog.status_code == 503 and backlog.headers["retry-after"] == "1"
+    body = backlog.json()
+    assert body["failing"] == ["request_log"] and body["checks"]["request_log"]["pending"] >= 2
+    assert body["error"]["code"] == "service_unavailable"
+    assert state.log.flush(10)
+    state.log.hooks.pop()
+
+    from django.db.migrations.executor import MigrationExecutor
+
+    monkeypatch.setattr(MigrationExecutor, "migration_plan", lambda self, targets: [("completions", "9999_new")])
+    state.readiness._migrated = False
+    time.sleep(1.1)
+    migrations = httpx.get(gateway.url + "/readyz")
+    assert migrations.status_code == 503 and migrations.json()["failing"] == ["migrations"]
+    assert migrations.json()["checks"]["migrations"]["pending"] == 1
