@@ -142,14 +142,21 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
             "SQLITE_TEST_NAME", default=str(Path(tempfile.gettempdir()) / f"gateway-test-{os.getpid()}.sqlite3")
         )
     }
+elif _db["ENGINE"].startswith("django.db.backends.postgresql"):
+    # A database host that stops answering fails a connection attempt after this many seconds
+    # (psycopg's default is to wait forever, holding the thread every ORM call goes through).
+    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=3))
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# Seconds a Redis call may take (connecting, or answering) before Redis counts as unreachable.
+GATEWAY_REDIS_TIMEOUT = env.float("GATEWAY_REDIS_TIMEOUT", default=1.0)
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="gw"),
+            "OPTIONS": {"socket_connect_timeout": GATEWAY_REDIS_TIMEOUT, "socket_timeout": GATEWAY_REDIS_TIMEOUT},
         }
     }
 else:
@@ -263,6 +270,17 @@ GATEWAY_MAX_EMBEDDING_DIMENSIONS = env.int("GATEWAY_MAX_EMBEDDING_DIMENSIONS", d
 GATEWAY_MAX_EMBEDDING_VALUES = env.int("GATEWAY_MAX_EMBEDDING_VALUES", default=1_048_576)
 # Seconds an API key lookup is trusted in process before asking the shared cache.
 GATEWAY_KEY_CACHE_SECONDS = env.float("GATEWAY_KEY_CACHE_SECONDS", default=5.0)
+# While the database can't be reached, a key's last known state (in process or in the shared
+# cache) is used for up to this many seconds after it was read from the database.
+GATEWAY_KEY_STALE_SECONDS = env.float("GATEWAY_KEY_STALE_SECONDS", default=3600.0)
+# After a failed call to Redis or the database, each worker skips it for this many seconds,
+# then lets one call probe it again.
+GATEWAY_DEPENDENCY_RETRY_SECONDS = env.float("GATEWAY_DEPENDENCY_RETRY_SECONDS", default=2.0)
+# Worker processes sharing the limits (all machines together): while Redis is unreachable, each
+# worker enforces 1/GATEWAY_WORKERS of every rate limit and of what is left of every budget.
+GATEWAY_WORKERS = env.int("GATEWAY_WORKERS", default=env.int("WORKERS", default=1))
+# Request-log rows a worker may hold while the database is slow or down; /readyz fails beyond.
+GATEWAY_LOG_MAX_PENDING = env.int("GATEWAY_LOG_MAX_PENDING", default=200_000)
 # Seconds between checks of the shared route-table version.
 GATEWAY_ROUTE_CHECK_SECONDS = env.float("GATEWAY_ROUTE_CHECK_SECONDS", default=2.0)
 # The offline mock model, always routed.

@@ -25,7 +25,8 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from .app import Gateway, current
 from .auth import authenticate
 from .caller import Caller
-from .errors import GatewayError, ModelNotFound
+from .circuit import DEPENDENCY_ERRORS
+from .errors import GatewayError, ModelNotFound, dependency_unavailable
 from .failover import Failover
 from .limits import Admission
 from .protocol import ChatCompletionRequest, Wire, parse_json_object, validate
@@ -176,6 +177,8 @@ class Exchange:
     def fail(self, exc: BaseException) -> None:
         """Record why the request failed (the client sees the error from the error boundary)."""
         record = self.record
+        if isinstance(exc, DEPENDENCY_ERRORS):
+            exc = dependency_unavailable("answer this request")
         if isinstance(exc, GatewayError):
             record.fail(exc.status, exc.type, exc.code, exc.loggable_message())
         elif isinstance(exc, asyncio.CancelledError):
