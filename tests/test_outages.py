@@ -245,6 +245,7 @@ def test_readyz_reports_the_backlog_and_pending_migrations_and_is_cached(gateway
         return real()
 
     monkeypatch.setattr(state.readiness, "_pending_migrations", counted)
+    started = time.monotonic()
     ready = httpx.get(gateway.url + "/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     assert {name for name, check in ready.json()["checks"].items() if check["ok"]} == {
@@ -255,7 +256,8 @@ def test_readyz_reports_the_backlog_and_pending_migrations_and_is_cached(gateway
     }
     for _ in range(20):  # a load balancer polling hard
         assert httpx.get(gateway.url + "/readyz").status_code == 200
-    assert len(checks) <= 2  # one check a second
+    polled_for = time.monotonic() - started
+    assert len(checks) <= 1 + int(polled_for)  # one check a second, however slow this machine is
 
     # The log writer is stuck (the database is slow): the backlog passes its bound.
     release = threading.Event()
