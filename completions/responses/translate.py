@@ -423,7 +423,7 @@ class Bridge:
         tool_choice: Any = req.tool_choice if req.tool_choice is not None else "auto"
         if not isinstance(tool_choice, str):
             tool_choice = tool_choice.model_dump(exclude_none=True)
-        return {
+        envelope = {
             "id": self.id,
             "object": "response",
             "created_at": self.created_at,
@@ -442,11 +442,10 @@ class Bridge:
                 "effort": reasoning.effort if reasoning else None,
                 "summary": (reasoning.summary or reasoning.generate_summary) if reasoning else None,
             },
-            "store": req.stores,
             "temperature": req.temperature if req.temperature is not None else 1.0,
             "text": text,
             "tool_choice": tool_choice,
-            "tools": [t.model_dump(by_alias=True, exclude_none=True) for t in req.tools or []],
+            "tools": [echo_tool(t) for t in req.tools or []],
             "top_p": req.top_p if req.top_p is not None else 1.0,
             "top_logprobs": req.top_logprobs if req.top_logprobs is not None else 0,
             "truncation": req.truncation or "disabled",
@@ -458,11 +457,24 @@ class Bridge:
             "prompt_cache_key": req.prompt_cache_key,
             "metadata": req.metadata or {},
         }
+        for key in ("user", "usage"):  # present, or absent: the spec has no null for them
+            if envelope[key] is None:
+                del envelope[key]
+        return envelope
 
     # ---- what is stored ----
     def stored_input(self) -> list[dict[str, Any]]:
         """Every input item of this response (the continued history first), with ids, as stored."""
         return [resource(item) for item in [*self.history, *self.new_items]]
+
+
+def echo_tool(tool: Any) -> dict[str, Any]:
+    """A tool as the response lists it (a function always with `parameters` and `strict`, maybe null)."""
+    if isinstance(tool, r.FunctionTool):
+        return {"parameters": None, "strict": None, **tool.model_dump(exclude_none=True)}
+    if isinstance(tool, r.NamespaceTool):
+        return {**tool.model_dump(exclude_none=True), "tools": [echo_tool(t) for t in tool.tools]}
+    return dict(tool.model_dump(exclude_none=True))
 
 
 def rename_in_message(message: str) -> str:
