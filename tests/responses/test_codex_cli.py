@@ -87,6 +87,7 @@ def test_codex_exec_answers_and_runs_a_tool_round_trip(
     assert len(rows) == 3 and all(r.status_code == 200 and r.stream for r in rows)
     assert [r.finish_reason for r in rows] == ["stop", "tool_calls", "stop"]
     first, call_turn, answer_turn = (r.request_body for r in rows)
+    assert [i.get("type", "message") for i in call_turn["input"]] == ["message"] * len(call_turn["input"])
     assert first["store"] is False and first["tool_choice"] == "auto"
     assert {t["type"] for t in first["tools"]} == {"function", "namespace", "web_search"}
     resent = [item for item in answer_turn["input"] if item.get("type", "message") != "message"]
