@@ -9,6 +9,7 @@ key's user before the client gets the answer's last byte.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.http import HttpResponseBase
@@ -19,6 +20,8 @@ from ..relay import Relay
 from . import store
 from .protocol import CreateResponseRequest
 from .translate import WARNING_HEADER, Bridge, ResponsesSSE
+
+logger = logging.getLogger(__name__)
 
 
 async def create(ex: Exchange, request: CreateResponseRequest) -> HttpResponseBase:
@@ -70,10 +73,17 @@ class StoringStream:
         async for part in self.relay:
             if self.dialect.final is not None and not self.saved:
                 self.saved = True
-                caller = self.ex.caller
-                assert caller is not None
-                await store.save(caller.user_id, caller.key_id, self.dialect.final, self.bridge.stored_input())
+                await self._save(self.dialect.final)
             yield part
+
+    async def _save(self, response: dict[str, Any]) -> None:
+        """Store the finished response; the answer reaches the client even if that fails (logged)."""
+        caller = self.ex.caller
+        assert caller is not None
+        try:
+            await store.save(caller.user_id, caller.key_id, response, self.bridge.stored_input())
+        except Exception:
+            logger.exception("storing streamed response %s failed", response.get("id"))
 
     async def aclose(self) -> None:
         await self._events.aclose()

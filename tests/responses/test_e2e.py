@@ -8,6 +8,7 @@ in OpenAI's spec, and every request leaves one log row with endpoint "responses"
 from __future__ import annotations
 
 import asyncio
+import os
 import json
 from decimal import Decimal
 from typing import Any
@@ -381,3 +382,34 @@ def test_usage_and_cost_in_the_log_as_for_chat(gateway: Any, client: openai.Open
         assert (row.prompt_tokens, row.completion_tokens) == (response.usage.input_tokens, response.usage.output_tokens)
         assert row.cost == (Decimal(row.prompt_tokens) * 2 + Decimal(row.completion_tokens) * 8) / 1_000_000
         assert row.cost > 0 and not row.usage_estimated
+
+
+def test_limits_apply_as_for_chat(gateway: Any, user: Any) -> None:
+    from completions.keys import create_api_key
+
+    _, secret = create_api_key(user, "rpm", rpm_limit=1)
+    limited = openai.OpenAI(api_key=secret, base_url=gateway.url, max_retries=0)  # the form without /v1
+    first = limited.responses.with_raw_response.create(model="mock-gpt-model", input="one")
+    assert first.headers["x-ratelimit-limit-requests"] == "1"
+    with pytest.raises(openai.RateLimitError) as exc:
+        limited.responses.create(model="mock-gpt-model", input="two")
+    assert exc.value.body["code"] == "rate_limit_exceeded"
+    assert [r.status_code for r in log_rows(endpoint="responses")] == [200, 429]
+
+
+def test_expired_responses_are_gone_and_purged(client: openai.OpenAI, settings: Any) -> None:
+    from django.core.management import call_command
+
+    from completions.models import StoredResponse
+
+    settings.GATEWAY_RESPONSES_RETENTION_DAYS = 0
+    kept = client.responses.create(model="mock-gpt-model", input="forever")
+    settings.GATEWAY_RESPONSES_RETENTION_DAYS = 1e-9  # expires at once
+    gone = client.responses.create(model="mock-gpt-model", input="briefly")
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(gone.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="mock-gpt-model", input="x", previous_response_id=gone.id)
+    call_command("purge_responses", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    assert list(StoredResponse.objects.values_list("id", flat=True)) == [kept.id]
+    assert client.responses.retrieve(kept.id).output_text == "forever"
