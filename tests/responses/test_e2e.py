@@ -8,8 +8,8 @@ in OpenAI's spec, and every request leaves one log row with endpoint "responses"
 from __future__ import annotations
 
 import asyncio
-import os
 import json
+import os
 from decimal import Decimal
 from typing import Any
 
