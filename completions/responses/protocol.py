@@ -117,10 +117,21 @@ class ReasoningItem(Wire):
     status: Status | None = None
 
 
+class ItemReference(Wire):
+    """An item of an earlier stored response, by id (the Vercel AI SDK sends these with `store`)."""
+
+    type: Literal["item_reference"]
+    id: Annotated[str, Field(min_length=1)]
+
+
 InputItem = Annotated[
     MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningItem, Field(discriminator="type")
 ]
-SUPPORTED_ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning")
+RequestItem = Annotated[
+    MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningItem | ItemReference,
+    Field(discriminator="type"),
+]
+SUPPORTED_ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning", "item_reference")
 
 
 def _typed_items(items: Any) -> Any:
@@ -130,8 +141,10 @@ def _typed_items(items: Any) -> Any:
     out = []
     for index, item in enumerate(items):
         if isinstance(item, dict):
-            if "type" not in item and "role" in item:
+            if item.get("type") is None and "role" in item:
                 item = {**item, "type": "message"}
+            elif item.get("type") is None and "id" in item:
+                item = {**item, "type": "item_reference"}
             kind = item.get("type")
             if isinstance(kind, str) and kind not in SUPPORTED_ITEM_TYPES:
                 raise SemanticError(
@@ -282,7 +295,7 @@ class CreateResponseRequest(Wire):
     """`CreateResponse`: every parameter the spec documents, typed (and Codex's `client_metadata`)."""
 
     model: Annotated[str, Field(min_length=1)]
-    input: str | list[InputItem]
+    input: str | list[RequestItem]
     instructions: str | None = None
     previous_response_id: str | None = None
     stream: bool | None = None
@@ -329,6 +342,12 @@ class CreateResponseRequest(Wire):
         if isinstance(self.input, list) and not self.input and self.previous_response_id is None:
             raise SemanticError("input", "`input` must hold at least one item.")
         return self
+
+    @property
+    def references(self) -> list[str]:
+        """The ids of the stored items `input` refers to."""
+        items = self.input if isinstance(self.input, list) else []
+        return [item.id for item in items if isinstance(item, ItemReference)]
 
     @property
     def stores(self) -> bool:

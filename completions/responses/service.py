@@ -31,7 +31,8 @@ async def create(ex: Exchange, request: CreateResponseRequest) -> HttpResponseBa
     if request.previous_response_id:
         previous = await store.load(ex.caller.user_id, request.previous_response_id, param="previous_response_id")
         history = previous.context
-    bridge = Bridge(request, history)
+    referenced = await store.find_items(ex.caller.user_id, request.references)
+    bridge = Bridge(request, history, referenced)
     chat_request = bridge.chat_request
     with bridge.client_params():
         routes = await chat.admit(ex, chat_request)

@@ -66,6 +66,27 @@ def _load(user_id: int, response_id: str) -> Stored | None:
     return Stored(**row) if row else None
 
 
+REFERENCE_SCAN = 50  # how many of the user's latest stored responses `item_reference` looks through
+
+
+def _find_items(user_id: int, ids: list[str]) -> dict[str, dict[str, Any]]:
+    wanted, found = set(ids), {}
+    rows = _live(user_id).order_by("-created_at").values_list("response", "input_items")[:REFERENCE_SCAN]
+    for response, input_items in rows:
+        for item in [*(response.get("output") or []), *input_items]:
+            item_id = item.get("id")
+            if item_id in wanted and item_id not in found:
+                found[item_id] = item
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+async def find_items(user_id: int, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The items with these ids among the user's latest stored responses (outputs and inputs)."""
+    return await run_db(_find_items, user_id, ids) if ids else {}
+
+
 def _delete(user_id: int, response_id: str) -> bool:
     deleted, _ = _live(user_id).filter(id=response_id).delete()
     return bool(deleted)

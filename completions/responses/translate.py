@@ -36,7 +36,7 @@ from django.core import signing
 from pydantic import TypeAdapter, ValidationError
 
 from .. import protocol as p
-from ..errors import GatewayError, InvalidRequest, UpstreamError
+from ..errors import GatewayError, InvalidRequest, NotFound, UpstreamError
 from . import protocol as r
 
 CARRIER_SALT = "completions.responses.reasoning"
@@ -119,8 +119,14 @@ class ToolNames:
 class Bridge:
     """One Responses request translated for the chat steps, and the answer translated back."""
 
-    def __init__(self, request: r.CreateResponseRequest, history: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        request: r.CreateResponseRequest,
+        history: list[dict[str, Any]] | None = None,
+        referenced: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.request = request
+        self.referenced = referenced or {}
         self.id = new_id("resp_")
         self.created_at = int(time.time())
         self.names = ToolNames()
@@ -135,7 +141,16 @@ class Bridge:
         value = self.request.input
         if isinstance(value, str):
             return [r.MessageItem(type="message", role="user", content=value)]
-        return list(value)
+        items: list[r.InputItem] = []
+        for index, item in enumerate(value):
+            if isinstance(item, r.ItemReference):
+                found = self.referenced.get(item.id)
+                if found is None:
+                    raise NotFound(f"No stored item with id '{item.id}' was found.", param=f"input[{index}].id")
+                items.extend(ITEMS.validate_python([found]))
+            else:
+                items.append(item)
+        return items
 
     def _chat_request(self) -> p.ChatCompletionRequest:
         req = self.request
@@ -709,6 +724,8 @@ class ResponsesSSE:
 
     def end(self, prompt_tokens: int, completion_tokens: int, counted_here: bool) -> bytes:
         out: list[bytes] = []
+        if not self.output and self.open is None:
+            self._text_part(out)  # an empty answer is still a message, as in whole answers
         self._close(out)
         usage = usage_of(self.usage) if self.usage and not counted_here else None
         usage = usage or usage_of({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens})
@@ -771,18 +788,7 @@ class ResponsesSSE:
         self._emit(out, "response.reasoning_summary_text.delta", **self._at(state), summary_index=0, delta=text)
 
     def _text(self, out: list[bytes], text: str, logprobs: list[dict[str, Any]]) -> None:
-        state = self._message(out)
-        if state["part"] != "text":
-            self._end_part(out, state)
-            state["part"], state["content_index"] = "text", len(state["parts"])
-            state["logprobs"] = []
-            self._emit(
-                out,
-                "response.content_part.added",
-                **self._at(state),
-                content_index=state["content_index"],
-                part=text_part(""),
-            )
+        state = self._text_part(out)
         state["text"].append(text)
         state["logprobs"].extend(logprobs)
         self._emit(
@@ -793,6 +799,17 @@ class ResponsesSSE:
             delta=text,
             logprobs=logprobs,
         )
+
+    def _text_part(self, out: list[bytes]) -> dict[str, Any]:
+        """The message's open text part (the message and the part opened if they aren't)."""
+        state = self._message(out)
+        if state["part"] != "text":
+            self._end_part(out, state)
+            state["part"], state["content_index"] = "text", len(state["parts"])
+            state["logprobs"] = []
+            at = {**self._at(state), "content_index": state["content_index"]}
+            self._emit(out, "response.content_part.added", **at, part=text_part(""))
+        return state
 
     def _refusal(self, out: list[bytes], text: str) -> None:
         state = self._message(out)

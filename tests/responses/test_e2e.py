@@ -415,3 +415,27 @@ def test_expired_responses_are_gone_and_purged(client: openai.OpenAI, settings: 
     call_command("purge_responses", stdout=open(os.devnull, "w"))  # noqa: SIM115
     assert list(StoredResponse.objects.values_list("id", flat=True)) == [kept.id]
     assert client.responses.retrieve(kept.id).output_text == "forever"
+
+
+def test_item_references_resolve_to_the_callers_stored_items(
+    routed: dict[str, Any], client: openai.OpenAI, raw: httpx.Client
+) -> None:
+    """As the Vercel AI SDK sends earlier turns with `store`: by id, with or without `type`."""
+    first = client.responses.create(model="chat-gemini", input="my name is Ada")
+    question = [
+        {"type": "item_reference", "id": client.responses.input_items.list(first.id).data[0].id},
+        {"id": first.output[0].id},
+        {"role": "user", "content": "what is my name?"},
+    ]
+    second = raw.post("/v1/responses", json={"model": "chat-gemini", "input": question})
+    assert second.status_code == 200, second.text
+    sent = fg.canonical(routed["gemini"].requests[-1].json)
+    texts = [part["text"] for turn in sent["contents"] for part in turn["parts"]]
+    assert texts == ["my name is Ada", first.output_text, "what is my name?"]
+    items = client.responses.input_items.list(second.json()["id"], order="asc").data
+    assert [i.role for i in items] == ["user", "assistant", "user"]
+
+    missing = raw.post(
+        "/v1/responses", json={"model": "chat-gemini", "input": [{"type": "item_reference", "id": "msg_x"}]}
+    )
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "input[0].id"

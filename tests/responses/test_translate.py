@@ -364,3 +364,15 @@ def test_event_payloads_are_json() -> None:
     for block in raw.decode().strip().split("\n\n"):
         name, data = block.split("\n")
         assert orjson.loads(data.removeprefix("data: "))["type"] == name.removeprefix("event: ")
+
+
+def test_an_empty_stream_still_has_a_message() -> None:
+    from tests.responses.events import assert_valid_stream
+
+    f = p.ChunkFactory("m")
+    events = events_of(
+        ResponsesSSE(bridge(), Record()), [f.delta(0, {"role": "assistant", "content": ""}), f.delta(0, {}, "stop")]
+    )
+    assert_valid_stream(events)
+    (item,) = events[-1]["response"]["output"]
+    assert item["type"] == "message" and item["content"][0]["text"] == ""
