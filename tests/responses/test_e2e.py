@@ -439,3 +439,32 @@ def test_item_references_resolve_to_the_callers_stored_items(
         "/v1/responses", json={"model": "chat-gemini", "input": [{"type": "item_reference", "id": "msg_x"}]}
     )
     assert missing.status_code == 404 and missing.json()["error"]["param"] == "input[0].id"
+
+
+def test_reasoning_text_from_an_openai_compatible_upstream_streams_as_a_summary(
+    routed: dict[str, Any], raw: httpx.Client, client: openai.OpenAI
+) -> None:
+    fake = routed["openai"]
+    thinking = [
+        fo.chunk({"role": "assistant", "content": "", "reasoning_content": "Let me "}),
+        fo.chunk({"reasoning_content": "think."}),
+        fo.chunk({"content": "Done."}),
+        fo.chunk({}, finish_reason="stop"),
+        fo.usage_chunk(),
+        fo.DONE,
+    ]
+    fake.script(Reply(events=thinking))
+    events = stream_events(
+        raw, {"model": "chat-openai", "input": "hi", "reasoning": {"effort": "low", "summary": "auto"}}
+    )
+    assert deltas(events, "response.reasoning_summary_text.delta") == "Let me think."
+    final = events[-1]["response"]
+    assert [i["type"] for i in final["output"]] == ["reasoning", "message"]
+    assert final["output"][0]["summary"] == [{"type": "summary_text", "text": "Let me think."}]
+    assert fake.requests[-1].json["reasoning_effort"] == "low"
+    whole = fo.completion("Done.")
+    whole["choices"][0]["message"]["reasoning_content"] = "Let me think."
+    fake.script(Reply(json=whole))
+    made = client.responses.create(model="chat-openai", input="hi")
+    assert made.output[0].type == "reasoning" and made.output[0].summary[0].text == "Let me think."
+    assert made.output_text == "Done."
