@@ -40,11 +40,11 @@ def codex() -> Path:
     return binary
 
 
-def codex_exec(codex: Path, home: Path, url: str, key: str, prompt: str) -> str:
+def codex_exec(codex: Path, home: Path, url: str, key: str, prompt: str, model: str = "mock-gpt-model") -> str:
     """`codex exec PROMPT` with the gateway as its model provider; its answer (stdout)."""
     (home / "config.toml").write_text(
         f"""check_for_update_on_startup = false
-model = "mock-gpt-model"
+model = "{model}"
 model_provider = "gateway"
 
 [model_providers.gateway]
@@ -97,3 +97,25 @@ def test_codex_exec_answers_and_runs_a_tool_round_trip(
     from completions.models import StoredResponse
 
     assert not StoredResponse.objects.exists()  # Codex sends store: false
+
+
+@pytest.mark.parametrize("model", ["chat-gemini", "chat-anthropic", "chat-openai"])
+def test_codex_exec_tool_loop_on_each_fake_provider(
+    codex: Path, routed: dict[str, Any], gateway: Any, api_key: str, tmp_path: Path, model: str
+) -> None:
+    """These fakes call `get_weather` whenever tools are offered, then answer with the tool's output:
+    Codex reports the unknown tool back, and the next turn carries its history (with Gemini's
+    thought signature in our signed reasoning item) to the provider."""
+    answer = codex_exec(codex, tmp_path, gateway.url, api_key, "weather?", model=model)
+    assert "The tool said" in answer
+    provider = model.removeprefix("chat-")
+    fake = routed[provider]
+    assert len(fake.requests) == 2
+    rows = log_rows(endpoint="responses", model=model)
+    assert [r.finish_reason for r in rows] == ["tool_calls", "stop"] and all(r.status_code == 200 for r in rows)
+    if provider == "gemini":
+        from tests.fakes import gemini as fg
+
+        sent = fg.canonical(fake.requests[-1].json)
+        calls = [p for turn in sent["contents"] for p in turn["parts"] if "functionCall" in p]
+        assert fg.decoded_signature(calls[0]) == b"sig"  # Codex resent our reasoning item
