@@ -19,7 +19,8 @@ from ..exchange import Exchange
 from ..relay import Relay
 from . import store
 from .protocol import CreateResponseRequest
-from .translate import WARNING_HEADER, Bridge, ResponsesSSE
+from .stream import ResponsesSSE
+from .translate import WARNING_HEADER, Bridge
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from completions import protocol as p
 from completions.errors import InvalidRequest, UpstreamError
 from completions.responses import protocol as r
 from completions.responses import store
+from completions.responses.stream import ResponsesSSE
 from completions.responses.translate import (
     Bridge,
-    ResponsesSSE,
     flat_name,
     seal,
     unseal,
