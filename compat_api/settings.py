@@ -301,3 +301,5 @@ GATEWAY_BREAKER_PANIC = env.bool("GATEWAY_BREAKER_PANIC", default=True)
 GATEWAY_USERS_CREATE_KEYS = env.bool("GATEWAY_USERS_CREATE_KEYS", default=True)
 # Add `x-gateway-worker: <pid>` to responses (to see how requests spread over workers).
 GATEWAY_DEBUG_HEADERS = env.bool("GATEWAY_DEBUG_HEADERS", default=False)
+# Responses API: how long responses kept with `store: true` stay retrievable (0 = until deleted).
+GATEWAY_RESPONSES_RETENTION_DAYS = env.float("GATEWAY_RESPONSES_RETENTION_DAYS", default=30)
