@@ -14,6 +14,7 @@ import os
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ class RequestRecord:
 
     request_id: str
     endpoint: str = "chat.completions"
+    uid: uuid.UUID = field(default_factory=uuid.uuid4)  # the gateway's own id: the row is written once
     started: float = field(default_factory=time.perf_counter)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     key_id: int | None = None
@@ -272,47 +274,74 @@ class LogWriter:
         with self._lock:
             self.set_aside += 1
 
-    def write(self, batch: list[RequestRecord]) -> None:
-        """Write one batch and run the hooks, in one transaction.
+    def write(self, batch: list[RequestRecord]) -> list[RequestRecord]:
+        """Write one batch and run the hooks on the rows it inserted, in one transaction; those rows.
 
-        Rows go in with one prepared INSERT run over the batch (executemany): the
-        ORM's bulk_create compiles SQL for every batch and costs several times more
-        CPU per row, which this thread would take from the request path's GIL.
+        A record whose uid is already in the log is skipped (ON CONFLICT DO NOTHING): a
+        batch retried after a commit whose answer was lost, a spool file replayed again.
+        The hooks see only the rows inserted, so the roll-ups count every row once.
+
+        Rows go in with one prepared INSERT run over the batch: the ORM's bulk_create
+        compiles SQL for every batch and costs several times more CPU per row, which
+        this thread would take from the request path's GIL.
         """
-        sql, prepare = _insert_plan()
-        rows = [prepare(to_values(r)) for r in batch]
+        plan = _insert_plan()
+        rows = [plan.prepare(to_values(r)) for r in batch]
         with transaction.atomic():
             with connection.cursor() as cursor:
-                cursor.executemany(sql, rows)
-            for hook in self.hooks:
-                hook(batch)
+                new = plan.insert_rows(cursor, rows)
+            inserted = []
+            for record in batch:
+                if record.uid in new:
+                    new.discard(record.uid)  # a uid twice in one batch is one row
+                    inserted.append(record)
+            if inserted:
+                for hook in self.hooks:
+                    hook(inserted)
+        return inserted
 
 
-_PLANS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]] = {}
+@dataclass(frozen=True)
+class _InsertPlan:
+    sql: str  # INSERT ... ON CONFLICT (uid) DO NOTHING RETURNING uid
+    prepare: Callable[[dict[str, Any]], tuple[Any, ...]]  # one row's values, adapted for the database
+    insert: Callable[[Any, _InsertPlan, list[tuple[Any, ...]]], list[Any]]  # runs `sql` over rows: uids inserted
+    uid_index: int  # where the uid is in a prepared row
+
+    def insert_rows(self, cursor: Any, rows: list[tuple[Any, ...]]) -> set[uuid.UUID]:
+        return {u if isinstance(u, uuid.UUID) else uuid.UUID(u) for u in self.insert(cursor, self, rows)}
 
 
-def _insert_plan() -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]:
-    """The INSERT for RequestLog and a function preparing one row's values (built once per database kind)."""
+_PLANS: dict[str, _InsertPlan] = {}
+
+
+def _insert_plan() -> _InsertPlan:
+    """The INSERT for RequestLog and how to run it (built once per database kind)."""
     plan = _PLANS.get(connection.vendor)
     if plan is None:
         plan = _PLANS[connection.vendor] = _build_insert_plan()
     return plan
 
 
-def _build_insert_plan() -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]:
+def _build_insert_plan() -> _InsertPlan:
     from django.db import models
 
     from .models import RequestLog
 
     fields = [f for f in RequestLog._meta.concrete_fields if not f.primary_key]
-    table = connection.ops.quote_name(RequestLog._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
-    # Only JSON, date-time and decimal columns need the database's own adaptation; every other
-    # value (str, int, bool, None) goes to the driver as it is.
+    quote = connection.ops.quote_name
+    table = quote(RequestLog._meta.db_table)
+    columns = ", ".join(quote(f.column) for f in fields)
+    uid = quote(RequestLog._meta.get_field("uid").column)
+    sql = (
+        f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) "
+        f"ON CONFLICT ({uid}) DO NOTHING RETURNING {uid}"
+    )
+    # Only JSON, date-time, decimal and UUID columns need the database's own adaptation; every
+    # other value (str, int, bool, None) goes to the driver as it is.
     adapters: list[tuple[str, Callable[[Any], Any] | None]] = []
     for f in fields:
-        if isinstance(f, (models.JSONField, models.DateTimeField, models.DecimalField)):
+        if isinstance(f, (models.JSONField, models.DateTimeField, models.DecimalField, models.UUIDField)):
             adapters.append((f.attname, _db_adapter(f)))
         else:
             adapters.append((f.attname, None))
@@ -320,7 +349,45 @@ def _build_insert_plan() -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...
     def prepare(values: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(values[name] if adapt is None else adapt(values[name]) for name, adapt in adapters)
 
-    return sql, prepare
+    insert = _insert_pipelined if connection.vendor == "postgresql" else _insert_counted
+    uid_index = [f.attname for f in fields].index("uid")
+    return _InsertPlan(sql, prepare, insert, uid_index)
+
+
+def _insert_pipelined(cursor: Any, plan: _InsertPlan, rows: list[tuple[Any, ...]]) -> list[Any]:
+    """PostgreSQL (psycopg 3): one executemany, pipelined, keeping each statement's RETURNING row."""
+    raw = cursor.cursor  # Django's wrapper has no `returning`
+    raw.executemany(plan.sql, rows, returning=True)
+    found: list[Any] = []
+    while True:
+        found.extend(row[0] for row in raw.fetchall())
+        if not raw.nextset():
+            return found
+
+
+class _Skipped(Exception):
+    """Some row of a batch was already in the log: undo the batch's savepoint and go row by row."""
+
+
+def _insert_counted(cursor: Any, plan: _InsertPlan, rows: list[tuple[Any, ...]]) -> list[Any]:
+    """SQLite: its executemany discards RETURNING rows, so run the batch without them and count;
+    only when some row was skipped (rare: a replay), undo it and insert row by row, which tells
+    which rows went in. A statement per row always would halve the writer's rows per second."""
+    try:
+        with transaction.atomic():
+            cursor.executemany(plan.sql.partition(" RETURNING ")[0], rows)
+            if cursor.rowcount != len(rows):
+                raise _Skipped
+        return [row[plan.uid_index] for row in rows]
+    except _Skipped:
+        pass
+    found: list[Any] = []
+    for row in rows:
+        cursor.execute(plan.sql, row)
+        got = cursor.fetchone()
+        if got is not None:
+            found.append(got[0])
+    return found
 
 
 def _db_adapter(field: Any) -> Callable[[Any], Any]:
@@ -336,6 +403,7 @@ def to_values(r: RequestRecord) -> dict[str, Any]:
     """The RequestLog column values (by attribute name) for a record."""
     return {
         "created_at": r.created_at,
+        "uid": r.uid,
         "request_id": r.request_id,
         "endpoint": r.endpoint,
         "api_key_id": r.key_id,
