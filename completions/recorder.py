@@ -356,13 +356,14 @@ def _build_insert_plan() -> _InsertPlan:
 
 def _insert_pipelined(cursor: Any, plan: _InsertPlan, rows: list[tuple[Any, ...]]) -> list[Any]:
     """PostgreSQL (psycopg 3): one executemany, pipelined, keeping each statement's RETURNING row."""
-    raw = cursor.cursor  # Django's wrapper has no `returning`
-    raw.executemany(plan.sql, rows, returning=True)
+    raw = cursor.cursor  # Django's wrapper has no `returning`; its error translation is kept below
     found: list[Any] = []
-    while True:
-        found.extend(row[0] for row in raw.fetchall())
-        if not raw.nextset():
-            return found
+    with cursor.db.wrap_database_errors:
+        raw.executemany(plan.sql, rows, returning=True)
+        while True:
+            found.extend(row[0] for row in raw.fetchall())
+            if not raw.nextset():
+                return found
 
 
 class _Skipped(Exception):
