@@ -422,12 +422,13 @@ class LogWriter:
         if lines:
             try:
                 segment, start, end = run.spool.append(lines)
-                self._hand_over(run, _Chunk(len(spooled), segment, start, end), spooled)
             except OSError:
                 logger.exception(
                     "spooling %d request-log rows in %s failed; held in memory only", len(lines), run.spool.directory
                 )
                 unspooled += spooled
+            else:
+                self._hand_over(run, _Chunk(len(spooled), segment, start, end), spooled)
         if unspooled:
             self._hand_over(run, _Chunk(len(unspooled), None), unspooled)
 

@@ -279,3 +279,19 @@ def test_past_the_memory_bound_rows_wait_in_the_spool_not_in_memory(transactiona
     assert sorted(RequestLog.objects.values_list("uid", flat=True)) == sorted(r.uid for r in batch)
     assert_rollups_equal_the_log()
     assert writer.close()
+
+
+def test_a_spool_that_cannot_be_written_costs_durability_not_the_log(transactional_db: Any, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    db = Database()
+    db.down.set()
+    writer = writer_on(tmp_path / "a-file" / "spool", db, max_pending=10)
+    for record in records(15):
+        writer.submit(record)
+    # Held in memory up to the bound; past it, with no spool, dropped (and logged).
+    assert wait_until(lambda: writer.dropped + writer.in_memory() == 15)
+    assert writer.in_memory() <= 10 and writer.dropped >= 5
+    db.down.clear()
+    assert writer.flush(10) and writer.close()
+    assert RequestLog.objects.count() == 15 - writer.dropped
+    assert_rollups_equal_the_log()
