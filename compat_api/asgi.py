@@ -30,10 +30,12 @@ install(build())  # this process's state: routes, breakers, log writer, limiter,
 
 
 async def lifespan(receive: Any, send: Any) -> None:
-    """Startup does nothing heavy; shutdown writes the pending request log and closes upstream pools."""
+    """Startup starts the request-log threads (which replay what stopped processes left in the spool);
+    shutdown writes the pending request log (or leaves it in the spool) and closes upstream pools."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            current().log.start()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             try:

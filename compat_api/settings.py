@@ -265,6 +265,11 @@ GATEWAY_MAX_BODY_BYTES = env.int("GATEWAY_MAX_BODY_BYTES", default=16 * 1024 * 1
 DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES
 # Store prompt and response text in the request log (off: only counts and metadata).
 GATEWAY_LOG_CONTENT = env.bool("GATEWAY_LOG_CONTENT", default=False)
+# The request log's spool: every finished request's row is appended to a file here within
+# GATEWAY_LOG_FLUSH_SECONDS, and what the database has not taken when a process stops (or dies)
+# is written by the next one to start. A local directory, kept across restarts (a volume).
+GATEWAY_LOG_SPOOL_DIR = env.str("GATEWAY_LOG_SPOOL_DIR", default=str(BASE_DIR / "var" / "spool"))
+GATEWAY_LOG_FLUSH_SECONDS = env.float("GATEWAY_LOG_FLUSH_SECONDS", default=0.1)
 # Bounds on one embeddings request's answer, checked before any work (400 naming the parameter).
 GATEWAY_MAX_EMBEDDING_DIMENSIONS = env.int("GATEWAY_MAX_EMBEDDING_DIMENSIONS", default=3072)
 GATEWAY_MAX_EMBEDDING_VALUES = env.int("GATEWAY_MAX_EMBEDDING_VALUES", default=1_048_576)

@@ -155,6 +155,13 @@ class RequestLog(models.Model):
     """One row per API request, success or failure. Text is kept only if GATEWAY_LOG_CONTENT is on."""
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    uid = models.UUIDField(
+        unique=True,
+        null=True,
+        editable=False,
+        help_text="The gateway's own id of the row (request_id is the client's and may repeat); "
+        "a row replayed from the spool is written once.",
+    )
     request_id = models.CharField(max_length=128, db_index=True)
     endpoint = models.CharField(max_length=32, default="chat.completions")
     api_key = models.ForeignKey(APIKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

@@ -1,29 +1,37 @@
 """The request log: a record filled in while a request runs, written off the request path.
 
-`RequestRecord` is a plain object the view fills in; `submit()` hands it to a
-background thread that writes batches of rows (and the usage roll-ups that
-depend on them) in one transaction. The client never waits for the database.
-A failed batch is retried, not dropped; `flush()` waits for everything
-submitted so far to be written (tests, shutdown).
+`RequestRecord` is a plain object the view fills in; `submit()` queues it for two
+background threads. The journal appends it to this process's spool file (within
+`GATEWAY_LOG_FLUSH_SECONDS`); the writer inserts batches of rows, and the usage
+roll-ups that depend on them, in one transaction, and deletes the spool file once its
+rows are in. The client never waits for the disk or the database. A failed batch is
+retried, not dropped; what is not written when the process stops stays in the spool
+and is written, exactly once (rows are keyed by `uid`), by the next process to start.
+`flush()` waits for everything submitted so far to be written (tests, shutdown).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, cast
+from pathlib import Path
+from typing import Any
 
 import orjson
+from django.conf import settings
 from django.db import DataError, IntegrityError, close_old_connections, connection, connections, transaction
 
 from . import pricing
+from .spool import Orphan, Segment, Spool, database_tag
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +42,7 @@ class RequestRecord:
 
     request_id: str
     endpoint: str = "chat.completions"
+    uid: uuid.UUID = field(default_factory=uuid.uuid4)  # the gateway's own id: the row is written once
     started: float = field(default_factory=time.perf_counter)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     key_id: int | None = None
@@ -109,6 +118,13 @@ class RequestRecord:
             if value:
                 setattr(self, name, storable(value))
 
+    def make_encodable(self) -> None:
+        """Replace what UTF-8 can't encode (lone surrogates) in text and JSON alike."""
+        for name in (*_TEXT_FIELDS, *_JSON_FIELDS):
+            value = getattr(self, name)
+            if value:
+                setattr(self, name, _encodable(value))
+
 
 REPLACEMENT = "\ufffd"  # what a NUL character in client or upstream text is stored as
 _TEXT_FIELDS = tuple(
@@ -128,49 +144,175 @@ def storable(value: Any) -> Any:
     return value
 
 
+def _encodable(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode()
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    return value
+
+
 BatchHook = Callable[[list[RequestRecord]], None]
-_STOP = object()  # tells the writer thread to finish
 REFUSED = (DataError, IntegrityError)  # the database refuses a row's data (not: the database is down)
+JOURNAL_BATCH = 2000  # records the journal appends at once at most
+
+
+# ---- a record as a line of the spool ---------------------------------------------------------
+
+
+def spool_line(record: RequestRecord) -> bytes:
+    """The record's values as one JSON line (`started`, a clock reading, means nothing once read back)."""
+    try:
+        return orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:
+        # Text UTF-8 can't hold (a lone surrogate in an upstream's JSON): stored replaced, as NUL is.
+        record.make_encodable()
+        return orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
+
+
+_FIELDS = tuple(name for name in RequestRecord.__dataclass_fields__ if name != "started")
+_DECODE: dict[str, Callable[[Any], Any]] = {
+    "uid": uuid.UUID,
+    "created_at": datetime.fromisoformat,
+    "input_price": Decimal,
+    "output_price": Decimal,
+}
+
+
+def record_from_line(line: bytes) -> RequestRecord:
+    """The record a spool line holds; ValueError if it holds none (a line cut short by a crash)."""
+    data = orjson.loads(line)
+    if not isinstance(data, dict) or not data.get("uid") or not isinstance(data.get("request_id"), str):
+        raise ValueError("not a request-log record")
+    values: dict[str, Any] = {}
+    for name in _FIELDS:
+        if name in data:
+            value, decode = data[name], _DECODE.get(name)
+            values[name] = decode(value) if decode is not None and value is not None else value
+    return RequestRecord(**values)
+
+
+# ---- the writer ------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Chunk:
+    """Records the journal appended to the spool (or failed to), handed to the database writer."""
+
+    rows: int
+    segment: Segment | None  # None: the spool failed, the records are only in memory
+    start: int = 0  # their bytes in the segment
+    end: int = 0
+    records: list[RequestRecord] | None = None  # None: past the memory bound, read back from the spool
+
+
+class _Run:
+    """One start of the writer's two threads; close() ends it, and a later submit starts another."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.chunks: queue.SimpleQueue[_Chunk | object] = queue.SimpleQueue()
+        self.stop = object()  # this run's end-of-input mark (a previous run's is ignored)
+        self.stopping = threading.Event()  # close() was called: wait no more for the database
+        self.stop_by = math.inf  # when close() gives up writing
+        self.scanned = threading.Event()  # the spool files other processes left were replayed (or tried)
+        self.journal: threading.Thread | None = None
+        self.writer: threading.Thread | None = None
 
 
 class LogWriter:
-    """A daemon thread that writes submitted records in batches."""
+    """Writes submitted records to the database in batches, and to the spool first.
 
-    def __init__(self, batch_size: int = 500, retry_seconds: float = 1.0, max_pending: int = 200_000) -> None:
+    Two daemon threads: the journal appends submitted records to this process's spool
+    file every `flush_seconds` (so a record no longer lives only in memory after that),
+    then hands them to the writer, which inserts them and runs the hooks in one
+    transaction per batch and deletes a spool file once all its rows are in. A batch
+    the database fails is retried until it goes in, never dropped; past `max_pending`
+    rows waiting in memory, the journal keeps new rows only in the spool and the writer
+    reads them back. At start, the writer replays the spool files that processes gone
+    before it left (see `completions.spool`).
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 500,
+        retry_seconds: float = 1.0,
+        max_pending: int = 200_000,
+        *,
+        spool_dir: str | os.PathLike[str] | None = None,
+        flush_seconds: float | None = None,
+        rescan_seconds: float = 30.0,
+    ) -> None:
         self.batch_size = batch_size
         self.retry_seconds = retry_seconds
-        self.max_pending = max_pending
+        self.max_pending = max_pending  # rows held in memory at most while the database is behind
+        self.spool_dir = Path(settings.GATEWAY_LOG_SPOOL_DIR if spool_dir is None else spool_dir)
+        self.flush_seconds = settings.GATEWAY_LOG_FLUSH_SECONDS if flush_seconds is None else flush_seconds
+        self.rescan_seconds = rescan_seconds  # how often to look for files of processes that died meanwhile
         self.hooks: list[BatchHook] = []
+        self.set_aside = 0  # rows the database refused, kept in SetAsideLogRow instead
+        self.replayed = 0  # rows written from other processes' spool files
+        self.duplicates = 0  # rows of those files already in the log (skipped)
+        self.dropped = 0  # rows lost: the spool failed (disk full?) while the memory bound was reached
+        self._reset()
+        # A forked worker inherits this object but not the threads: start afresh there.
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _reset(self) -> None:
         self._queue: queue.SimpleQueue[RequestRecord | object] = queue.SimpleQueue()
         self._lock = threading.Condition()
-        self._submitted = 0
-        self._done = 0
-        self.set_aside = 0  # rows the database refused, kept in SetAsideLogRow instead
-        self._thread: threading.Thread | None = None
-        # A forked worker inherits this object but not the thread: start afresh there.
-        os.register_at_fork(after_in_child=self._forget_thread)
-
-    def _forget_thread(self) -> None:
-        self._thread = None
-        self._lock = threading.Condition()
-        self._queue = queue.SimpleQueue()
+        self._wake = threading.Event()  # flush() and close() cut the journal's wait short
         self._submitted = self._done = 0
+        self._in_memory = 0  # rows handed to the writer with their records
+        self._run: _Run | None = None
+
+    def _after_fork(self) -> None:
+        if self._run is not None:
+            self._run.spool.forget()
+        self._reset()
+
+    # ---- the interface -------------------------------------------------------------------------
 
     def submit(self, record: RequestRecord) -> None:
-        """Queue a record; returns at once."""
-        if self._thread is None:
-            self._start_thread()
+        """Queue a record; returns at once (no I/O here: the journal thread does it)."""
+        if self._run is None:
+            self.start()
         with self._lock:
             self._submitted += 1
         self._queue.put(record)
+
+    def start(self) -> None:
+        """Start the threads (at the worker's start, so it replays what others left at once)."""
+        with self._lock:
+            if self._run is not None:
+                return
+            run = _Run(Spool(self.spool_dir, database_tag(connections["default"].settings_dict)))
+            run.journal = threading.Thread(target=self._journal, args=(run,), name="request-log-spool", daemon=True)
+            run.writer = threading.Thread(target=self._writer, args=(run,), name="request-log-writer", daemon=True)
+            self._run = run
+            run.journal.start()
+            run.writer.start()
 
     def pending(self) -> int:
         with self._lock:
             return self._submitted - self._done
 
+    def in_memory(self) -> int:
+        """Rows waiting for the database with their records in memory (at most `max_pending`)."""
+        with self._lock:
+            return self._in_memory
+
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every record submitted so far is written; False on timeout."""
+        """Wait until every record submitted so far is written, and the spool files other
+        processes left are replayed; False on timeout."""
         deadline = time.monotonic() + timeout
+        run = self._run
+        if run is not None:
+            self._wake.set()
+            if not run.scanned.wait(timeout):
+                return False
         with self._lock:
             target = self._submitted
             while self._done < target:
@@ -181,138 +323,362 @@ class LogWriter:
         return True
 
     def close(self, timeout: float = 10.0) -> bool:
-        """Write what is pending, close the thread's database connections and stop it (shutdown).
+        """Shutdown: append what is queued to the spool, write what the database takes before
+        `timeout`, and stop. Rows left unwritten stay in the spool for the next start; False if
+        the threads did not stop in time (their rows are in the spool too).
 
-        A record submitted after this starts a new thread.
+        A record submitted after this starts new threads.
         """
-        thread = self._thread
-        if thread is None or not thread.is_alive():
+        run = self._run
+        if run is None or run.journal is None or run.writer is None:
             return True
-        self._queue.put(_STOP)
-        thread.join(timeout)
-        return not thread.is_alive()
-
-    def _start_thread(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="request-log-writer", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch: list[RequestRecord] = []
-            item = self._queue.get()
-            while True:
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(cast(RequestRecord, item))
-                if len(batch) >= self.batch_size:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                self._write_with_retry(batch)
-            with self._lock:
-                self._done += len(batch)
-                self._lock.notify_all()
-        connections.close_all()
-        with self._lock:
-            if self._thread is threading.current_thread():
-                self._thread = None
-
-    def _write_with_retry(self, batch: list[RequestRecord]) -> None:
-        delay = self.retry_seconds
-        for record in batch:
-            record.make_storable()
+        deadline = time.monotonic() + timeout
+        run.stop_by = deadline - min(2.0, timeout / 4)
+        run.stopping.set()
+        self._queue.put(run.stop)
+        self._wake.set()
+        for thread in (run.journal, run.writer):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if run.journal.is_alive() or run.writer.is_alive():
+            logger.error("the request-log threads did not stop within %.0f s; their rows are in the spool", timeout)
+            return False
+        left = run.spool.close()
+        unspooled = 0
         while True:
             try:
+                item = run.chunks.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Chunk) and item.segment is None:
+                unspooled += item.rows
+        if unspooled:
+            logger.error("%d request-log rows were neither written nor spooled; they are lost", unspooled)
+        if left:
+            logger.warning("%d request-log rows are left in the spool (%s) for the next start", left, self.spool_dir)
+        with self._lock:
+            self._run = None
+            self.dropped += unspooled
+            self._in_memory = 0
+            self._done = self._submitted - self._queue.qsize()  # the rest is the spool's (or submitted since)
+            self._lock.notify_all()
+        return True
+
+    # ---- the journal thread ----------------------------------------------------------------------
+
+    def _journal(self, run: _Run) -> None:
+        full = False  # the last append took JOURNAL_BATCH records: more are waiting, don't wait
+        try:
+            while True:
+                try:
+                    item = self._queue.get(timeout=run.spool.max_age)
+                except queue.Empty:
+                    run.spool.seal_if_old()
+                    continue
+                if item is not run.stop and not full and self.flush_seconds > 0:
+                    self._wake.wait(self.flush_seconds)  # gather a flush interval's records into one append
+                self._wake.clear()
+                batch: list[RequestRecord] = []
+                stop = False
+                while True:
+                    if item is run.stop:
+                        stop = True
+                        break
+                    if isinstance(item, RequestRecord):
+                        batch.append(item)
+                    if len(batch) >= JOURNAL_BATCH:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                full = len(batch) >= JOURNAL_BATCH
+                if batch:
+                    self._spool(run, batch)
+                if stop:
+                    return
+                run.spool.seal_if_old()
+        except Exception:
+            logger.exception("the request-log journal stopped")
+        finally:
+            try:
+                run.spool.seal()
+            except OSError:
+                logger.exception("sealing the request-log spool failed")
+            run.chunks.put(run.stop)
+
+    def _spool(self, run: _Run, batch: list[RequestRecord]) -> None:
+        """Append a batch to the spool and hand it to the writer (with the records, if memory allows)."""
+        lines: list[bytes] = []
+        spooled: list[RequestRecord] = []
+        unspooled: list[RequestRecord] = []
+        for record in batch:
+            record.make_storable()
+            try:
+                lines.append(spool_line(record))
+                spooled.append(record)
+            except Exception:
+                logger.exception("request-log row %s can't be spooled; it is held in memory only", record.request_id)
+                unspooled.append(record)
+        if lines:
+            try:
+                segment, start, end = run.spool.append(lines)
+            except OSError:
+                logger.exception(
+                    "spooling %d request-log rows in %s failed; held in memory only", len(lines), run.spool.directory
+                )
+                unspooled += spooled
+            else:
+                self._hand_over(run, _Chunk(len(spooled), segment, start, end), spooled)
+        if unspooled:
+            self._hand_over(run, _Chunk(len(unspooled), None), unspooled)
+
+    def _hand_over(self, run: _Run, chunk: _Chunk, records: list[RequestRecord]) -> None:
+        with self._lock:
+            keep = self._in_memory + chunk.rows <= self.max_pending
+            if keep:
+                self._in_memory += chunk.rows
+            elif chunk.segment is None:
+                self.dropped += chunk.rows
+                self._done += chunk.rows
+                self._lock.notify_all()
+        if keep:
+            chunk.records = records
+        elif chunk.segment is None:
+            logger.error(
+                "request log over %d rows in memory and the spool failed; %d rows dropped", self.max_pending, chunk.rows
+            )
+            return
+        run.chunks.put(chunk)
+
+    # ---- the writer thread -------------------------------------------------------------------
+
+    def _writer(self, run: _Run) -> None:
+        try:
+            self._replay_orphans(run)
+            run.scanned.set()
+            scanned_at = time.monotonic()
+            while True:
+                try:
+                    item = run.chunks.get(timeout=self.rescan_seconds)
+                except queue.Empty:
+                    item = None
+                if item is run.stop:
+                    return
+                if isinstance(item, _Chunk) and not self._write_chunk(run, item):
+                    return  # shutting down: the rest is in the spool
+                if time.monotonic() - scanned_at >= self.rescan_seconds:
+                    self._replay_orphans(run)
+                    scanned_at = time.monotonic()
+        except Exception:
+            logger.exception("the request-log writer stopped")
+        finally:
+            run.scanned.set()
+            connections.close_all()
+
+    def _write_chunk(self, run: _Run, chunk: _Chunk) -> bool:
+        """Write one chunk; False if shutdown came first (its rows stay in the spool)."""
+        records = chunk.records
+        if records is None:
+            assert chunk.segment is not None
+            try:
+                records = self._decode(run.spool.read(chunk.segment, chunk.start, chunk.end), chunk.segment.path)
+            except OSError:
+                logger.exception(
+                    "reading request-log rows back from %s failed; left for the next start", chunk.segment.path
+                )
+                with self._lock:
+                    self._done += chunk.rows
+                    self._lock.notify_all()
+                return True
+        for i in range(0, len(records), self.batch_size):
+            if self._write_batch(run, records[i : i + self.batch_size]) is None:
+                return False
+        with self._lock:
+            self._done += chunk.rows
+            if chunk.records is not None:
+                self._in_memory -= chunk.rows
+            self._lock.notify_all()
+        if chunk.segment is not None:
+            run.spool.acknowledge(chunk.segment, chunk.rows)
+        return True
+
+    def _write_batch(self, run: _Run, batch: list[RequestRecord]) -> list[RequestRecord] | None:
+        """Write `batch`, retrying until it goes in; the records inserted, or None if shutdown came first."""
+        delay = self.retry_seconds
+        inserted: list[RequestRecord] = []
+        while True:
+            if run.stopping.is_set() and time.monotonic() >= run.stop_by:
+                return None
+            try:
                 close_old_connections()  # as a request would: drop a broken or expired connection
-                self.write(batch)
-                return
+                inserted += self.write(batch)
+                return inserted
             except REFUSED:
                 # Some row's data is refused: write the rows one by one and set the refused ones aside,
                 # so one bad row never holds the others.
-                batch = self._write_each(batch)
+                written, batch = self._write_each(batch)
+                inserted += written
                 if not batch:
-                    return
+                    return inserted
             except Exception:
                 logger.exception("writing %d request-log rows failed; retrying in %.1fs", len(batch), delay)
-            if self.pending() > self.max_pending:
-                logger.error("request log backlog over %d rows; dropping a batch of %d", self.max_pending, len(batch))
-                return
-            time.sleep(delay)
+            if run.stopping.is_set():
+                return None  # no waiting for the database at shutdown: the rows are in the spool
+            run.stopping.wait(delay)
             delay = min(delay * 2, 30.0)
 
-    def _write_each(self, batch: list[RequestRecord]) -> list[RequestRecord]:
-        """Write `batch` row by row, setting aside rows the database refuses; the rows left unwritten
-        when the database itself fails (to retry)."""
+    def _write_each(self, batch: list[RequestRecord]) -> tuple[list[RequestRecord], list[RequestRecord]]:
+        """Write `batch` row by row, setting aside rows the database refuses; the rows inserted, and
+        those left unwritten when the database itself fails (to retry)."""
+        inserted: list[RequestRecord] = []
         for position, record in enumerate(batch):
             try:
-                self.write([record])
+                inserted += self.write([record])
             except REFUSED as exc:
                 self._set_aside(record, exc)
             except Exception:
                 logger.exception("writing request-log rows failed; retrying %d", len(batch) - position)
-                return batch[position:]
-        return []
+                return inserted, batch[position:]
+        return inserted, []
+
+    def _replay_orphans(self, run: _Run) -> None:
+        """Write the spool files left by processes that are gone, one at a time, each exactly once."""
+        tried: set[str] = set()
+        while not run.stopping.is_set():
+            try:
+                orphan = run.spool.claim_orphan(skip=tried)
+            except OSError:
+                logger.exception("looking for request-log spool files in %s failed", run.spool.directory)
+                return
+            if orphan is None:
+                return
+            tried.add(orphan.path.name)
+            self._replay(run, orphan)
+
+    def _replay(self, run: _Run, orphan: Orphan) -> None:
+        inserted = duplicates = 0
+        try:
+            for lines in orphan.batches(self.batch_size):
+                records = self._decode(lines, orphan.path)
+                if not records:
+                    continue
+                set_aside = self.set_aside
+                written = self._write_batch(run, records)
+                if written is None:
+                    logger.warning("replaying %s stopped at shutdown; it is left for the next start", orphan.path)
+                    orphan.release()
+                    return
+                inserted += len(written)
+                duplicates += len(records) - len(written) - (self.set_aside - set_aside)
+        except OSError:
+            logger.exception("reading spool file %s failed; it is left for the next start", orphan.path)
+            orphan.release()
+            return
+        try:
+            orphan.finish()
+        except OSError:
+            logger.exception("removing replayed spool file %s failed", orphan.path)
+        with self._lock:
+            self.replayed += inserted
+            self.duplicates += duplicates
+        logger.info("replayed %s: %d rows written, %d already in the log", orphan.path.name, inserted, duplicates)
+
+    def _decode(self, lines: list[bytes], source: Path) -> list[RequestRecord]:
+        """The records of spool lines; a line that holds none (cut short by a crash) is set aside."""
+        records: list[RequestRecord] = []
+        for line in lines:
+            try:
+                records.append(record_from_line(line))
+            except (ValueError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
+                self._set_aside_text(
+                    "", f"unreadable line in spool file {source.name}: {exc}", line.decode(errors="replace")
+                )
+        return records
 
     def _set_aside(self, record: RequestRecord, exc: Exception) -> None:
+        logger.error("the database refused request-log row %s; set aside: %s", record.request_id, exc)
+        self._set_aside_text(record.request_id, str(exc), orjson.dumps(to_values(record), default=str).decode())
+
+    def _set_aside_text(self, request_id: str, error: str, values: str) -> None:
         from .models import SetAsideLogRow
 
-        logger.error("the database refused request-log row %s; set aside: %s", record.request_id, exc)
-        values = orjson.dumps(to_values(record), default=str).decode()
         try:
-            SetAsideLogRow.objects.create(request_id=record.request_id, error=str(exc)[:2000], values=values)
+            SetAsideLogRow.objects.create(
+                request_id=request_id, error=error[:2000], values=values.replace("\x00", "\\u0000")
+            )
         except Exception:
-            logger.exception("setting aside request-log row %s failed; it is lost: %s", record.request_id, values)
+            logger.exception("setting aside request-log row %s failed; it is lost: %s", request_id, values)
         with self._lock:
             self.set_aside += 1
 
-    def write(self, batch: list[RequestRecord]) -> None:
-        """Write one batch and run the hooks, in one transaction.
+    def write(self, batch: list[RequestRecord]) -> list[RequestRecord]:
+        """Write one batch and run the hooks on the rows it inserted, in one transaction; those rows.
 
-        Rows go in with one prepared INSERT run over the batch (executemany): the
-        ORM's bulk_create compiles SQL for every batch and costs several times more
-        CPU per row, which this thread would take from the request path's GIL.
+        A record whose uid is already in the log is skipped (ON CONFLICT DO NOTHING): a
+        batch retried after a commit whose answer was lost, a spool file replayed again.
+        The hooks see only the rows inserted, so the roll-ups count every row once.
+
+        Rows go in with one prepared INSERT run over the batch: the ORM's bulk_create
+        compiles SQL for every batch and costs several times more CPU per row, which
+        this thread would take from the request path's GIL.
         """
-        sql, prepare = _insert_plan()
-        rows = [prepare(to_values(r)) for r in batch]
+        plan = _insert_plan()
+        rows = [plan.prepare(to_values(r)) for r in batch]
         with transaction.atomic():
             with connection.cursor() as cursor:
-                cursor.executemany(sql, rows)
-            for hook in self.hooks:
-                hook(batch)
+                new = plan.insert_rows(cursor, rows)
+            inserted = []
+            for record in batch:
+                if record.uid in new:
+                    new.discard(record.uid)  # a uid twice in one batch is one row
+                    inserted.append(record)
+            if inserted:
+                for hook in self.hooks:
+                    hook(inserted)
+        return inserted
 
 
-_PLANS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]] = {}
+@dataclass(frozen=True)
+class _InsertPlan:
+    sql: str  # INSERT ... ON CONFLICT (uid) DO NOTHING RETURNING uid
+    prepare: Callable[[dict[str, Any]], tuple[Any, ...]]  # one row's values, adapted for the database
+    insert: Callable[[Any, _InsertPlan, list[tuple[Any, ...]]], list[Any]]  # runs `sql` over rows: uids inserted
+    uid_index: int  # where the uid is in a prepared row
+
+    def insert_rows(self, cursor: Any, rows: list[tuple[Any, ...]]) -> set[uuid.UUID]:
+        return {u if isinstance(u, uuid.UUID) else uuid.UUID(u) for u in self.insert(cursor, self, rows)}
 
 
-def _insert_plan() -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]:
-    """The INSERT for RequestLog and a function preparing one row's values (built once per database kind)."""
+_PLANS: dict[str, _InsertPlan] = {}
+
+
+def _insert_plan() -> _InsertPlan:
+    """The INSERT for RequestLog and how to run it (built once per database kind)."""
     plan = _PLANS.get(connection.vendor)
     if plan is None:
         plan = _PLANS[connection.vendor] = _build_insert_plan()
     return plan
 
 
-def _build_insert_plan() -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]:
+def _build_insert_plan() -> _InsertPlan:
     from django.db import models
 
     from .models import RequestLog
 
     fields = [f for f in RequestLog._meta.concrete_fields if not f.primary_key]
-    table = connection.ops.quote_name(RequestLog._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
-    # Only JSON, date-time and decimal columns need the database's own adaptation; every other
-    # value (str, int, bool, None) goes to the driver as it is.
+    quote = connection.ops.quote_name
+    table = quote(RequestLog._meta.db_table)
+    columns = ", ".join(quote(f.column) for f in fields)
+    uid = quote(RequestLog._meta.get_field("uid").column)
+    sql = (
+        f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) "
+        f"ON CONFLICT ({uid}) DO NOTHING RETURNING {uid}"
+    )
+    # Only JSON, date-time, decimal and UUID columns need the database's own adaptation; every
+    # other value (str, int, bool, None) goes to the driver as it is.
     adapters: list[tuple[str, Callable[[Any], Any] | None]] = []
     for f in fields:
-        if isinstance(f, (models.JSONField, models.DateTimeField, models.DecimalField)):
+        if isinstance(f, (models.JSONField, models.DateTimeField, models.DecimalField, models.UUIDField)):
             adapters.append((f.attname, _db_adapter(f)))
         else:
             adapters.append((f.attname, None))
@@ -320,7 +686,46 @@ def _build_insert_plan() -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...
     def prepare(values: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(values[name] if adapt is None else adapt(values[name]) for name, adapt in adapters)
 
-    return sql, prepare
+    insert = _insert_pipelined if connection.vendor == "postgresql" else _insert_counted
+    uid_index = [f.attname for f in fields].index("uid")
+    return _InsertPlan(sql, prepare, insert, uid_index)
+
+
+def _insert_pipelined(cursor: Any, plan: _InsertPlan, rows: list[tuple[Any, ...]]) -> list[Any]:
+    """PostgreSQL (psycopg 3): one executemany, pipelined, keeping each statement's RETURNING row."""
+    raw = cursor.cursor  # Django's wrapper has no `returning`; its error translation is kept below
+    found: list[Any] = []
+    with cursor.db.wrap_database_errors:
+        raw.executemany(plan.sql, rows, returning=True)
+        while True:
+            found.extend(row[0] for row in raw.fetchall())
+            if not raw.nextset():
+                return found
+
+
+class _Skipped(Exception):
+    """Some row of a batch was already in the log: undo the batch's savepoint and go row by row."""
+
+
+def _insert_counted(cursor: Any, plan: _InsertPlan, rows: list[tuple[Any, ...]]) -> list[Any]:
+    """SQLite: its executemany discards RETURNING rows, so run the batch without them and count;
+    only when some row was skipped (rare: a replay), undo it and insert row by row, which tells
+    which rows went in. A statement per row always would halve the writer's rows per second."""
+    try:
+        with transaction.atomic():
+            cursor.executemany(plan.sql.partition(" RETURNING ")[0], rows)
+            if cursor.rowcount != len(rows):
+                raise _Skipped
+        return [row[plan.uid_index] for row in rows]
+    except _Skipped:
+        pass
+    found: list[Any] = []
+    for row in rows:
+        cursor.execute(plan.sql, row)
+        got = cursor.fetchone()
+        if got is not None:
+            found.append(got[0])
+    return found
 
 
 def _db_adapter(field: Any) -> Callable[[Any], Any]:
@@ -336,6 +741,7 @@ def to_values(r: RequestRecord) -> dict[str, Any]:
     """The RequestLog column values (by attribute name) for a record."""
     return {
         "created_at": r.created_at,
+        "uid": r.uid,
         "request_id": r.request_id,
         "endpoint": r.endpoint,
         "api_key_id": r.key_id,

@@ -80,7 +80,15 @@ async def retrieve_model(request: HttpRequest, model: str) -> HttpResponseBase:
 async def healthz(request: HttpRequest) -> HttpResponseBase:
     """GET /healthz: the process serves requests (no I/O); how many log rows wait to be written."""
     log = current().log
-    return json_response({"status": "ok", "log_backlog": log.pending(), "log_set_aside": log.set_aside})
+    return json_response(
+        {
+            "status": "ok",
+            "log_backlog": log.pending(),
+            "log_set_aside": log.set_aside,
+            "log_replayed": log.replayed,  # rows written from spool files that stopped processes left
+            "log_dropped": log.dropped,  # rows lost: neither the database nor the spool took them
+        }
+    )
 
 
 @api_view("GET")

@@ -10,7 +10,9 @@ what the test wrote.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -25,11 +27,21 @@ from django.conf import settings
 RUN_PREFIX = f"gwtest-{uuid.uuid4().hex[:8]}"
 
 
+# A spool directory of this run's own, shared with the gateway processes it starts.
+SPOOL_DIR = tempfile.mkdtemp(prefix=f"{RUN_PREFIX}-spool-")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     settings.CACHES["default"]["KEY_PREFIX"] = RUN_PREFIX
     settings.GATEWAY_REDIS_PREFIX = RUN_PREFIX
+    settings.GATEWAY_LOG_SPOOL_DIR = SPOOL_DIR
     os.environ["CACHE_KEY_PREFIX"] = RUN_PREFIX
     os.environ["GATEWAY_REDIS_PREFIX"] = RUN_PREFIX
+    os.environ["GATEWAY_LOG_SPOOL_DIR"] = SPOOL_DIR
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(SPOOL_DIR, ignore_errors=True)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
