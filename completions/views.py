@@ -78,14 +78,14 @@ def messages_view(*methods: str) -> Callable[[View], View]:
 async def create_message(request: HttpRequest) -> HttpResponseBase:
     """POST /v1/messages (Anthropic's Messages API; `?beta=true` as Claude Code sends it)."""
     async with Exchange.open(request, messages.ENDPOINT) as ex:
-        return await messages.create(ex, await ex.accept(request, MessagesRequest))
+        return await messages.create(ex, await ex.accept(request, MessagesRequest), request)
 
 
 @messages_view("POST")
 async def count_message_tokens(request: HttpRequest) -> HttpResponseBase:
     """POST /v1/messages/count_tokens."""
     async with Exchange.open(request, messages.COUNT_ENDPOINT) as ex:
-        return await messages.count_tokens(ex, await ex.accept(request, CountTokensRequest))
+        return await messages.count_tokens(ex, await ex.accept(request, CountTokensRequest), request)
 
 
 @messages_view("POST")
