@@ -19,6 +19,8 @@ import yaml
 from completions.route_config import apply
 from tests.conftest import log_rows
 from tests.fakes import gemini as fg
+from tests.fakes import openai_server as fo
+from tests.fakes.base import DROP, Reply
 from tests.test_providers_matrix import ToolAnthropic, ToolGemini, ToolOpenAI
 
 WEATHER = {
@@ -175,3 +177,31 @@ def test_what_a_provider_cannot_honour_names_the_messages_field(
         )
     assert exc.value.body["error"]["message"].startswith("tool_choice.disable_parallel_tool_use:")
     assert routed["gemini"].requests == []  # refused before any upstream call
+
+
+def test_a_translated_stream_cut_mid_way_ends_with_an_error_event(
+    routed: dict[str, Any], claude: anthropic.Anthropic
+) -> None:
+    routed["openai"].script(Reply(events=[*fo.text_events("partial words here")[:3], DROP]))
+    with (
+        pytest.raises(anthropic.APIStatusError) as exc,
+        claude.messages.stream(model="msg-openai", max_tokens=50, messages=[{"role": "user", "content": "x"}]) as s,
+    ):
+        for _ in s:
+            pass
+    assert exc.value.body["type"] == "error" and exc.value.body["error"]["type"] == "api_error"
+    (row,) = log_rows(model="msg-openai")
+    assert row.status_code == 502 and row.stream
+
+
+def test_an_upstream_error_before_the_stream_is_the_sdks_exception(
+    routed: dict[str, Any], claude: anthropic.Anthropic
+) -> None:
+    routed["gemini"].script(fg.error_reply(429, "RESOURCE_EXHAUSTED", "quota", headers={"retry-after": "60"}))
+    hello = [{"role": "user", "content": "x"}]
+    with (
+        pytest.raises(anthropic.RateLimitError) as exc,
+        claude.messages.stream(model="msg-gemini", max_tokens=50, messages=hello),
+    ):
+        pass
+    assert exc.value.body["error"]["type"] == "rate_limit_error"
