@@ -43,6 +43,10 @@ stop_sequence/pause_turn -> stop, max_tokens/model_context_window_exceeded ->
 length, tool_use -> tool_calls, refusal -> content_filter. Usage: prompt =
 input + cache creation + cache read tokens, cached = cache read, reasoning =
 thinking tokens when reported.
+
+The gateway's own Messages API (`completions/messages`) uses this provider natively too
+(`prepare_native`, `native_create`, `native_stream`, `native_count_tokens`): the client's body
+and betas go upstream as sent, through the same pooled client and error mapping.
 """
 
 from __future__ import annotations
