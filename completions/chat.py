@@ -51,7 +51,7 @@ async def complete(ex: Exchange, request: ChatCompletionRequest, routes: list[Ro
             call = attempt.provider.complete(attempt.prepared)
             answer = await with_timeout(call, route.first_byte_timeout, route.provider)
     ex.served_by(attempt.route)
-    _account(ex, request, answer)
+    account(ex, request, answer)
     return answer
 
 
@@ -68,7 +68,7 @@ async def open_stream(
     return attempt.route, first, stream
 
 
-def _account(ex: Exchange, request: ChatCompletionRequest, answer: dict[str, Any]) -> None:
+def account(ex: Exchange, request: ChatCompletionRequest, answer: dict[str, Any]) -> None:
     """Usage, finish reason and the text of a whole answer, for the log."""
     if answer.get("usage"):
         ex.use_reported(answer["usage"])

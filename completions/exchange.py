@@ -27,7 +27,7 @@ from .auth import authenticate
 from .caller import Caller
 from .circuit import DEPENDENCY_ERRORS
 from .errors import GatewayError, ModelNotFound, dependency_unavailable
-from .failover import Failover
+from .failover import Failover, Preparer
 from .limits import Admission
 from .protocol import ChatCompletionRequest, Wire, parse_json_object, validate
 from .providers import Route
@@ -122,10 +122,13 @@ class Exchange:
         tokens, nanos = estimate
         self.admission = await self.gateway.limiter.admit(self.caller.scopes, tokens, nanos)
 
-    def failover(self, routes: list[Route], request: ChatCompletionRequest | None = None) -> Failover:
-        """The attempts over `routes`, each recorded in the log row."""
+    def failover(
+        self, routes: list[Route], request: ChatCompletionRequest | None = None, prepare: Preparer | None = None
+    ) -> Failover:
+        """The attempts over `routes`, each recorded in the log row (`prepare`: see `Failover`)."""
         gw = self.gateway
-        return Failover(routes, gw.breakers, gw.router.provider, self.record.attempts, self.record.model, request)
+        attempts, model = self.record.attempts, self.record.model
+        return Failover(routes, gw.breakers, gw.router.provider, attempts, model, request, prepare)
 
     def served_by(self, route: Route) -> None:
         self.route = route

@@ -31,6 +31,10 @@ from .providers import Prepared, Provider, Route
 
 T = TypeVar("T")
 
+# How an inbound API prepares its request for one route's provider (raising InvalidRequest for what
+# the route can't honour), when it is not the provider's own `prepare` of a chat request.
+Preparer = Callable[[Provider], Prepared[Any]]
+
 # Upstream answers that say "this route is broken" rather than "this request is wrong".
 ROUTE_FAILURE_STATUSES = frozenset({401, 403, 404})
 
@@ -216,6 +220,7 @@ class Failover:
         attempts: list[dict[str, Any]],
         model: str,
         request: ChatCompletionRequest | None = None,
+        prepare: Preparer | None = None,
     ) -> None:
         self.routes = routes
         self.breakers = breakers
@@ -223,7 +228,15 @@ class Failover:
         self.attempts = attempts
         self.model = model
         self.request = request
+        self.prepare = prepare
         self.last_error: GatewayError | None = None
+
+    def _prepared(self, provider: Provider) -> Prepared[Any] | None:
+        """What every attempt on `provider`'s route sends: the inbound API's own preparation if it
+        brought one (e.g. Messages, natively on Anthropic routes), else the provider's of the chat request."""
+        if self.prepare is not None:
+            return self.prepare(provider)
+        return provider.prepare(self.request) if self.request is not None else None
 
     async def __aiter__(self) -> AsyncIterator[Attempt]:
         avoided: list[tuple[Route, Provider, Prepared | None]] = []
@@ -232,7 +245,7 @@ class Failover:
             started = time.perf_counter()
             provider = self.provider_for(route)
             try:
-                prepared = provider.prepare(self.request) if self.request is not None else None
+                prepared = self._prepared(provider)
             except InvalidRequest as exc:
                 if position == 0:
                     raise

@@ -57,6 +57,20 @@ GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 ErrorRenderer = Callable[[GatewayError], HttpResponseBase]
 
 
+# Paths of Anthropic's Messages API: errors the handler answers itself (413, a refused Host) come in
+# Anthropic's envelope there, as the views' own errors do.
+MESSAGES_PATHS = ("/v1/messages", "/messages")
+
+
+def path_error_renderer(path: str) -> Callable[[GatewayError, str | None], HttpResponseBase]:
+    """How the handler renders its own errors for `path`: Anthropic's envelope under the Messages API."""
+    if any(path == prefix or path.startswith(prefix + "/") for prefix in MESSAGES_PATHS):
+        from .messages.envelope import render
+
+        return render
+    return error_response
+
+
 class BodyTooLarge(Exception):
     """The request body exceeds GATEWAY_MAX_BODY_BYTES."""
 
@@ -231,7 +245,8 @@ class GatewayASGIHandler(ASGIHandler):
             return
         except BodyTooLarge:
             err = PayloadTooLarge(f"The request body is larger than the {limit} bytes this gateway accepts.")
-            await self.send_response(error_response(err, request_id_from(_header(scope, b"x-request-id"))), send)
+            render = path_error_renderer(scope["path"])
+            await self.send_response(render(err, request_id_from(_header(scope, b"x-request-id"))), send)
             return
         # No set_script_prefix/set_urlconf: the gateway's views reverse no URLs and resolve
         # against ROOT_URLCONF, the resolver's default (each is a context-variable write).
@@ -242,7 +257,7 @@ class GatewayASGIHandler(ASGIHandler):
         if not self._allowed_host(self._allowed_host.raw_host(request)) and scope["path"] != HEALTH_PATH:
             refused = InvalidRequest("Invalid Host header: this gateway does not serve that host.", code="invalid_host")
             rid = request_id_from(request.META.get("HTTP_X_REQUEST_ID"))
-            await self.send_response(error_response(refused, rid), send)
+            await self.send_response(path_error_renderer(scope["path"])(refused, rid), send)
             return
         extra = self._secure_headers if self._hsts and request.is_secure() else self._headers
 

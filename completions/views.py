@@ -16,8 +16,11 @@ from django.http import HttpRequest, HttpResponseBase
 from . import chat, embeddings
 from .app import current
 from .auth import authenticate
-from .errors import MethodNotAllowed, ModelNotFound
+from .errors import MethodNotAllowed, ModelNotFound, NotFound
 from .exchange import Exchange, json_response
+from .messages import envelope
+from .messages import service as messages
+from .messages.protocol import CountTokensRequest, MessagesRequest
 from .protocol import ChatCompletionRequest, EmbeddingRequest, model_entry
 
 STARTED = int(time.time())  # `created` of the models listed (routes have no age that matters to clients)
@@ -52,6 +55,43 @@ async def create_embeddings(request: HttpRequest) -> HttpResponseBase:
     """POST /v1/embeddings."""
     async with Exchange.open(request, "embeddings") as ex:
         return await embeddings.create(ex, await ex.accept(request, EmbeddingRequest))
+
+
+def messages_view(*methods: str) -> Callable[[View], View]:
+    """An Anthropic Messages endpoint: every error (405, 401, 400, …) in Anthropic's envelope."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            request_id = getattr(request, "request_id", None)
+            request.error_renderer = lambda err: envelope.render(err, request_id)
+            if request.method not in methods:
+                raise MethodNotAllowed(f"Invalid method for URL ({request.method} {request.path}).")
+            return await view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+@messages_view("POST")
+async def create_message(request: HttpRequest) -> HttpResponseBase:
+    """POST /v1/messages (Anthropic's Messages API; `?beta=true` as Claude Code sends it)."""
+    async with Exchange.open(request, messages.ENDPOINT) as ex:
+        return await messages.create(ex, await ex.accept(request, MessagesRequest), request)
+
+
+@messages_view("POST")
+async def count_message_tokens(request: HttpRequest) -> HttpResponseBase:
+    """POST /v1/messages/count_tokens."""
+    async with Exchange.open(request, messages.COUNT_ENDPOINT) as ex:
+        return await messages.count_tokens(ex, await ex.accept(request, CountTokensRequest), request)
+
+
+@messages_view("POST")
+async def unknown_messages_path(request: HttpRequest, rest: str) -> HttpResponseBase:
+    """Any other path under /v1/messages: Anthropic's 404."""
+    raise NotFound(f"Invalid URL ({request.method} {request.path}).")
 
 
 @api_view("GET")

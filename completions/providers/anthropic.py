@@ -43,6 +43,10 @@ stop_sequence/pause_turn -> stop, max_tokens/model_context_window_exceeded ->
 length, tool_use -> tool_calls, refusal -> content_filter. Usage: prompt =
 input + cache creation + cache read tokens, cached = cache read, reasoning =
 thinking tokens when reported.
+
+The gateway's own Messages API (`completions/messages`) uses this provider natively too
+(`prepare_native`, `native_create`, `native_stream`, `native_count_tokens`): the client's body
+and betas go upstream as sent, through the same pooled client and error mapping.
 """
 
 from __future__ import annotations
@@ -713,5 +717,81 @@ class AnthropicProvider(Provider):
             client, self._client = self._client, None
             await client.close()
 
+    # ---- Anthropic's Messages API, natively (the gateway's /v1/messages on an Anthropic route) ----
 
-__all__ = ["AnthropicProvider", "StreamTranslator", "build_params", "convert_message", "upstream_error"]
+    def prepare_native(
+        self, request: p.ChatCompletionRequest, body: dict[str, Any], headers: dict[str, str]
+    ) -> Prepared[NativeMessages]:
+        """A Messages request as the client sent it (`cache_control`, thinking, betas intact), for this
+        route's model; `request` is its chat translation, which the limits and the log count with."""
+        native = {k: v for k, v in body.items() if k != "stream"}
+        native["model"] = self.route.upstream_model
+        return Prepared(request, NativeMessages(native, dict(headers)))
+
+    async def native_create(self, prepared: Prepared[NativeMessages]) -> dict[str, Any]:
+        """The upstream's `Message`, as it sent it."""
+        client = self.client()
+        with upstream_failures(upstream_error):
+            raw = await client.messages.with_raw_response.create(**prepared.payload.arguments())
+            message = await raw.json()
+        if not isinstance(message, dict):
+            raise upstream_failure(f"The {PROVIDER} upstream answered something that is not a message.")
+        return message
+
+    def native_stream(self, prepared: Prepared[NativeMessages]) -> AsyncIterator[dict[str, Any]]:
+        """The upstream's stream events (as dicts), pings aside; a missing credential raises here."""
+        return self._native_events(self.client(), prepared.payload)
+
+    async def _native_events(self, client: Any, native: NativeMessages) -> AsyncIterator[dict[str, Any]]:
+        with upstream_failures(upstream_error):
+            upstream = await client.messages.create(**native.arguments(), stream=True)
+        async with upstream:
+            with upstream_failures(upstream_error):
+                async for event in upstream:
+                    yield event.to_dict(mode="json")
+
+    async def native_count_tokens(self, prepared: Prepared[NativeMessages]) -> int:
+        """The upstream's own count of the request's input tokens."""
+        client = self.client()
+        body = {k: v for k, v in prepared.payload.body.items() if k not in NOT_COUNTED}
+        with upstream_failures(upstream_error):
+            counted = await client.messages.count_tokens(
+                model=body["model"], messages=body["messages"], extra_body=body, extra_headers=prepared.payload.headers
+            )
+        return int(counted.input_tokens)
+
+
+# Parameters of a Messages request that count_tokens does not take.
+NOT_COUNTED = frozenset(
+    {"max_tokens", "stream", "stop_sequences", "temperature", "top_p", "top_k", "metadata", "service_tier"}
+)
+
+
+@dataclass(frozen=True)
+class NativeMessages:
+    """A Messages request body for the upstream (model rewritten, no `stream`) and the client's
+    `anthropic-version` / `anthropic-beta` headers, forwarded."""
+
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+    def arguments(self) -> dict[str, Any]:
+        """`messages.create()` arguments: the required ones, and the whole body as sent (it wins)."""
+        body = self.body
+        return {
+            "model": body["model"],
+            "max_tokens": body["max_tokens"],
+            "messages": body["messages"],
+            "extra_body": body,
+            "extra_headers": self.headers,
+        }
+
+
+__all__ = [
+    "AnthropicProvider",
+    "NativeMessages",
+    "StreamTranslator",
+    "build_params",
+    "convert_message",
+    "upstream_error",
+]

@@ -1,4 +1,4 @@
-"""A fake Anthropic Messages API (POST /v1/messages), close enough for the real `anthropic` SDK.
+"""A fake Anthropic Messages API (POST /v1/messages and /count_tokens), close enough for the `anthropic` SDK.
 
 Answers are Anthropic `Message` JSON or its server-sent-event stream, framed
 `event: <type>\\ndata: <json>\\n\\n` (the SDK ignores events without an `event:`
@@ -152,7 +152,11 @@ class FakeAnthropic(FakeUpstream):
 
     default_text = "Hello from the fake."
 
+    counted_tokens = 321  # what count_tokens answers: unlike any count the gateway makes itself
+
     def default_reply(self, request: Recorded) -> Reply:
+        if request.method == "POST" and request.path == "/v1/messages/count_tokens":
+            return Reply(json={"input_tokens": self.counted_tokens})
         if request.method != "POST" or request.path != "/v1/messages":
             return error_reply(404, "not_found_error", f"no route {request.method} {request.path}")
         if not (request.headers.get("authorization") or request.headers.get("x-api-key")):
