@@ -51,7 +51,7 @@ async def complete(ex: Exchange, request: ChatCompletionRequest, routes: list[Ro
             route = attempt.route
             call = attempt.provider.complete(attempt.prepared)
             answer = await with_timeout(call, route.first_byte_timeout, route.provider)
-    ex.served_by(attempt.route)
+    ex.served_by(attempt.route, attempt.prepared.notes)
     _account(ex, request, answer)
     return answer
 
@@ -65,7 +65,7 @@ async def open_stream(
         async with attempt:
             stream = attempt.provider.stream(attempt.prepared)
             first = await first_chunk(stream, attempt.route)
-    ex.served_by(attempt.route)
+    ex.served_by(attempt.route, attempt.prepared.notes)
     return attempt.route, first, stream
 
 

@@ -149,6 +149,9 @@ class Prepared(Generic[PayloadT]):
 
     request: ChatCompletionRequest
     payload: PayloadT  # the provider's own request (Gemini contents and config, Anthropic params, a JSON body)
+    # Response headers the provider adds while answering (`x-gateway-tool-calls-dropped`): set by the
+    # attempt that answers, sent with its answer (a stream's, as they stand when its first chunk came).
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 class Provider:
