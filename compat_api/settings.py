@@ -265,6 +265,9 @@ GATEWAY_MAX_EMBEDDING_VALUES = env.int("GATEWAY_MAX_EMBEDDING_VALUES", default=1
 GATEWAY_KEY_CACHE_SECONDS = env.float("GATEWAY_KEY_CACHE_SECONDS", default=5.0)
 # Seconds between checks of the shared route-table version.
 GATEWAY_ROUTE_CHECK_SECONDS = env.float("GATEWAY_ROUTE_CHECK_SECONDS", default=2.0)
+# How long the gateway keeps the state providers attach to tool calls (Gemini thought signatures,
+# Anthropic thinking blocks) for clients that don't send it back (completions/tool_state.py).
+GATEWAY_TOOL_STATE_SECONDS = env.int("GATEWAY_TOOL_STATE_SECONDS", default=3600)
 # The offline mock model, always routed.
 GATEWAY_MOCK_MODEL = env.str("GATEWAY_MOCK_MODEL", default="mock-gpt-model")
 # Namespace of the gateway's own keys in Redis (limits, budgets).

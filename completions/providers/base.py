@@ -160,6 +160,9 @@ class Provider:
     name: ClassVar[str] = ""
     # Request parameters this provider honours, besides CORE_PARAMS.
     supported_params: ClassVar[frozenset[str]] = frozenset()
+    # Whether it reads back the `extra_content` it puts on tool calls (signatures, thinking blocks), which
+    # the gateway then keeps for clients that drop it (completions/tool_state.py).
+    keeps_tool_state: ClassVar[bool] = False
 
     def __init__(self, route: Route) -> None:
         self.route = route

@@ -860,6 +860,7 @@ def split_api_version(base_url: str) -> tuple[str, str | None]:
 
 class GeminiProvider(Provider):
     name = "gemini"
+    keeps_tool_state = True  # thought signatures
     supported_params = frozenset(
         {
             "temperature",
