@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: run test lint install install-test migrate bench clean
+.PHONY: run test lint install install-test install-node-clients migrate bench clean
 
 # The settings refuse to start without SECRET_KEY unless DEBUG is on (README, Security).
 # `make run` is for this machine: DEBUG on, unless the environment says otherwise.
@@ -27,8 +27,17 @@ $(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
 	$(BIN)/pip install --quiet -r requirements-test.txt
 	touch $@
 
+# The Node client libraries tests/clients drives (pinned by their lockfile). Needs node and npm:
+# without them `make test` stops here rather than skip those tests.
+NODE_CLIENTS := tests/clients/node
+$(NODE_CLIENTS)/node_modules/.installed: $(NODE_CLIENTS)/package.json $(NODE_CLIENTS)/package-lock.json
+	@command -v npm >/dev/null || { echo "make test needs node and npm (Node 20+) for tests/clients/node" >&2; exit 1; }
+	cd $(NODE_CLIENTS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
+install-node-clients: $(NODE_CLIENTS)/node_modules/.installed
 
 migrate: install
 	$(BIN)/python manage.py migrate --noinput -v0
@@ -44,7 +53,7 @@ run: migrate
 	$(BIN)/uvicorn compat_api.asgi:application --host $(HOST) --port $(PORT) --workers $(WORKERS) --no-access-log
 
 # pytest exits 5 when it collected no tests; make treats any non-zero exit as failure.
-test: install-test
+test: install-test install-node-clients
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # ruff (lint and format) and mypy, configured in pyproject.toml.
@@ -57,4 +66,4 @@ bench: install-test
 	$(BIN)/python bench/gateway_bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) db.sqlite3* .test-db.sqlite3* staticfiles .cache
+	rm -rf $(VENV) db.sqlite3* .test-db.sqlite3* staticfiles .cache $(NODE_CLIENTS)/node_modules

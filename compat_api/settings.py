@@ -288,6 +288,9 @@ GATEWAY_WORKERS = env.int("GATEWAY_WORKERS", default=env.int("WORKERS", default=
 GATEWAY_LOG_MAX_PENDING = env.int("GATEWAY_LOG_MAX_PENDING", default=200_000)
 # Seconds between checks of the shared route-table version.
 GATEWAY_ROUTE_CHECK_SECONDS = env.float("GATEWAY_ROUTE_CHECK_SECONDS", default=2.0)
+# How long the gateway keeps the state providers attach to tool calls (Gemini thought signatures,
+# Anthropic thinking blocks) for clients that don't send it back (completions/tool_state.py).
+GATEWAY_TOOL_STATE_SECONDS = env.int("GATEWAY_TOOL_STATE_SECONDS", default=3600)
 # The offline mock model, always routed.
 GATEWAY_MOCK_MODEL = env.str("GATEWAY_MOCK_MODEL", default="mock-gpt-model")
 # Namespace of the gateway's own keys in Redis (limits, budgets).

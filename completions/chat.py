@@ -7,6 +7,7 @@ from typing import Any
 
 from django.http import HttpResponseBase
 
+from . import tool_state
 from .exchange import Exchange
 from .failover import with_timeout
 from .pricing import cost_nanos
@@ -37,9 +38,12 @@ async def create(ex: Exchange, request: ChatCompletionRequest) -> HttpResponseBa
 
 
 async def admit(ex: Exchange, request: ChatCompletionRequest) -> list[Route]:
-    """The routes for the request's model, once the caller's limits admitted it."""
+    """The routes for the request's model, once the caller's limits admitted it; tool calls the client
+    sent back without their `extra_content` get the state the gateway kept for them."""
     routes = await ex.resolve(request.model)
     await ex.admit(estimate(request, routes[0]) if ex.limited else (0, 0))
+    if ex.caller is not None and any(ex.gateway.router.provider(route).keeps_tool_state for route in routes):
+        await tool_state.restore(ex.caller.user_id, request)
     return routes
 
 
@@ -50,8 +54,10 @@ async def complete(ex: Exchange, request: ChatCompletionRequest, routes: list[Ro
             route = attempt.route
             call = attempt.provider.complete(attempt.prepared)
             answer = await with_timeout(call, route.first_byte_timeout, route.provider)
-    ex.served_by(attempt.route)
+    ex.served_by(attempt.route, attempt.prepared.notes)
     account(ex, request, answer)
+    if ex.caller is not None:
+        await tool_state.remember(ex.caller.user_id, tool_state.carried(tool_state.answer_calls(answer)))
     return answer
 
 
@@ -64,7 +70,7 @@ async def open_stream(
         async with attempt:
             stream = attempt.provider.stream(attempt.prepared)
             first = await first_chunk(stream, attempt.route)
-    ex.served_by(attempt.route)
+    ex.served_by(attempt.route, attempt.prepared.notes)
     return attempt.route, first, stream
 
 

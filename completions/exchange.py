@@ -71,6 +71,7 @@ class Exchange:
         self.admission: Admission | None = None
         self.route: Route | None = None
         self.stream: ClosableStream | None = None  # set once a stream took over closing
+        self.notes: dict[str, str] = {}  # response headers the serving provider added (`Prepared.notes`)
         self.closed = False
 
     @classmethod
@@ -88,6 +89,8 @@ class Exchange:
                 self.close()
             return
         self.fail(exc)
+        if isinstance(exc, GatewayError):
+            exc.headers.update(self.route_headers())  # the error boundary renders them with the error
         if self.stream is not None:
             await self.stream.aclose()  # never sent: it closes this exchange as it stops
         self.close()
@@ -130,8 +133,10 @@ class Exchange:
         attempts, model = self.record.attempts, self.record.model
         return Failover(routes, gw.breakers, gw.router.provider, attempts, model, request, prepare)
 
-    def served_by(self, route: Route) -> None:
+    def served_by(self, route: Route, notes: dict[str, str] | None = None) -> None:
+        """The route that answered, and what its provider said about the answer in headers (`notes`)."""
         self.route = route
+        self.notes.update(notes or {})
         record = self.record
         record.provider, record.upstream_model, record.route_id = route.provider, route.upstream_model, route.id
         record.input_price, record.output_price = route.input_price, route.output_price
@@ -217,11 +222,23 @@ class Exchange:
         if settings.GATEWAY_LOG_CONTENT:
             record.request_body = body
 
+    def route_headers(self) -> dict[str, str]:
+        """`x-gateway-provider` / `x-gateway-attempts`: the route that answered (or, for an error, the
+        last route tried) and how many attempts there were; none when no route was tried."""
+        attempts = self.record.attempts
+        if self.route is not None:
+            provider = self.route.provider
+        else:
+            tried = [a for a in attempts if not a.get("skipped")]
+            if not tried:
+                return {}
+            provider = str(tried[-1]["provider"])
+        return {"x-gateway-provider": provider, "x-gateway-attempts": str(len(attempts)), **self.notes}
+
     def _with_headers(self, response: Any) -> Any:
         if self.admission is not None:
             for name, value in self.admission.headers.items():
                 response[name] = value
-        if self.route is not None:
-            response["x-gateway-provider"] = self.route.provider
-            response["x-gateway-attempts"] = str(len(self.record.attempts))
+        for name, value in self.route_headers().items():
+            response[name] = value
         return response

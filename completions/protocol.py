@@ -187,10 +187,15 @@ TOLERATED_MESSAGE_FIELDS: dict[str, dict[str, str]] = {
         "reasoning": "OpenRouter-style clients echo the reasoning text back",
         "thinking_blocks": "LiteLLM echoes Anthropic thinking blocks back",
         "provider_specific_fields": "LiteLLM's passthrough of provider extras",
+        "parsed": "the openai SDK's parse() answer (ParsedChatCompletionMessage) appended to the history",
     },
 }
 # Inside an assistant message's `tool_calls` entries.
 TOLERATED_TOOL_CALL_FIELDS = {"index": "clients that rebuild calls from stream deltas keep the delta's index"}
+# Inside a tool call's `function`.
+TOLERATED_FUNCTION_FIELDS = {
+    "parsed_arguments": "the openai SDK's parse() with strict pydantic tools: its parsed call appended to the history"
+}
 # Inside content parts: `cache_control` (Anthropic's form, sent by LiteLLM and LangChain for Claude)
 # is mapped to OpenAI's `prompt_cache_breakpoint`.
 CACHE_CONTROL = "cache_control"
@@ -204,13 +209,20 @@ def _tolerate(message: Any) -> Any:
     cleaned = {k: v for k, v in message.items() if k not in extra}
     calls = cleaned.get("tool_calls")
     if isinstance(calls, list):
-        cleaned["tool_calls"] = [
-            {k: v for k, v in c.items() if k not in TOLERATED_TOOL_CALL_FIELDS} if isinstance(c, dict) else c
-            for c in calls
-        ]
+        cleaned["tool_calls"] = [_tolerate_call(c) for c in calls]
     content = cleaned.get("content")
     if isinstance(content, list) and any(isinstance(part, dict) and CACHE_CONTROL in part for part in content):
         cleaned["content"] = [_cache_control_to_breakpoint(part) for part in content]
+    return cleaned
+
+
+def _tolerate_call(call: Any) -> Any:
+    if not isinstance(call, dict):
+        return call
+    cleaned = {k: v for k, v in call.items() if k not in TOLERATED_TOOL_CALL_FIELDS}
+    function = cleaned.get("function")
+    if isinstance(function, dict):
+        cleaned["function"] = {k: v for k, v in function.items() if k not in TOLERATED_FUNCTION_FIELDS}
     return cleaned
 
 

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from . import tool_state
 from .errors import GatewayError, InternalError, UpstreamError, upstream_timeout
 from .exchange import Exchange
 from .protocol import ChatCompletionRequest, ChunkFactory, usage
@@ -119,6 +120,7 @@ class Relay:
         self.got_usage = False
         self.estimated = False
         self.finished = False
+        self.tool_calls: list[dict[str, Any]] = []  # the tool call heads relayed (to keep their state)
         self._events = self._run()
 
     def __aiter__(self) -> Relay:
@@ -155,6 +157,9 @@ class Relay:
                             deadline.reschedule(None)
                             break
                         deadline.reschedule(None)
+                caller = self.exchange.caller
+                if caller is not None:  # kept before the client sees the end, so its next turn finds it
+                    await tool_state.remember(caller.user_id, tool_state.carried(self.tool_calls))
                 counted_here = not self.got_usage
                 if counted_here:
                     self._estimate_usage()
@@ -194,9 +199,13 @@ class Relay:
         for c in choices:
             if c.get("finish_reason"):
                 self.finish_reasons[c["index"]] = c["finish_reason"]
-            content = (c.get("delta") or {}).get("content")
+            delta = c.get("delta") or {}
+            content = delta.get("content")
             if content:
                 self.texts.setdefault(c["index"], []).append(content)
+            for call in delta.get("tool_calls") or ():
+                if isinstance(call, dict) and call.get("extra_content"):
+                    self.tool_calls.append(call)
 
     def _estimate_usage(self) -> None:
         """Count the tokens ourselves when the upstream reported none (e.g. the stream was cut short)."""

@@ -235,3 +235,27 @@ def test_models_endpoints(client: Any, raw: httpx.Client) -> None:
     with pytest.raises(openai.NotFoundError) as exc:
         client.models.retrieve("no-such-model")
     assert exc.value.body["code"] == "model_not_found"
+
+
+def test_json_schema_answers_an_instance_of_the_schema(client: Any) -> None:
+    """The offline model answers structured output with a value built from the schema, streamed or not."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "age": {"type": "integer", "minimum": 1},
+            "kind": {"type": "string", "enum": ["cat", "dog"]},
+            "owner": {"anyOf": [{"$ref": "#/$defs/Owner"}, {"type": "null"}]},
+        },
+        "required": ["name", "age", "kind", "owner"],
+        "additionalProperties": False,
+        "$defs": {"Owner": {"type": "object", "properties": {"email": {"type": "string", "format": "email"}}}},
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "pet", "schema": schema, "strict": True}}
+    messages = [{"role": "user", "content": "Rex"}]
+    r = client.chat.completions.create(model="mock-gpt-model", messages=messages, response_format=fmt)
+    assert_valid(raw_response(r), "CreateChatCompletionResponse")
+    expected = {"name": "Rex", "age": 1, "kind": "cat", "owner": {"email": "user@example.com"}}
+    assert json.loads(r.choices[0].message.content) == expected
+    chunks = client.chat.completions.create(model="mock-gpt-model", messages=messages, response_format=fmt, stream=True)
+    assert json.loads("".join(c.choices[0].delta.content or "" for c in chunks if c.choices)) == expected

@@ -169,6 +169,18 @@ def test_each_tolerated_message_field_is_accepted_and_dropped(role: str, field: 
     assert field not in request.messages[1].model_dump(exclude_unset=True)
 
 
+def test_the_openai_sdks_parsed_message_echoed_back_is_accepted() -> None:
+    """`client.chat.completions.parse()` answers a ParsedChatCompletionMessage; appended to the history as
+    the SDK's docs show, it carries `parsed` and each call's `function.parsed_arguments`."""
+    call = {**CALL, "function": {**CALL["function"], "parsed_arguments": {"city": "Paris"}}}
+    request = chat(
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "parsed": None, "tool_calls": [call]},
+    )
+    sent = request.messages[1].model_dump(exclude_unset=True)
+    assert "parsed" not in sent and sent["tool_calls"][0]["function"] == CALL["function"]
+
+
 def test_langchain_js_tool_results_with_a_name_are_accepted() -> None:
     request = chat(
         {"role": "user", "content": "weather?"},

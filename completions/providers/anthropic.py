@@ -657,6 +657,7 @@ def upstream_error(exc: Exception) -> GatewayError | None:
 
 class AnthropicProvider(Provider):
     name = PROVIDER
+    keeps_tool_state = True  # thinking blocks
     supported_params = frozenset(
         {
             "temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens", "presence_penalty",

@@ -149,6 +149,9 @@ class Prepared(Generic[PayloadT]):
 
     request: ChatCompletionRequest
     payload: PayloadT  # the provider's own request (Gemini contents and config, Anthropic params, a JSON body)
+    # Response headers the provider adds while answering (`x-gateway-tool-calls-dropped`): set by the
+    # attempt that answers, sent with its answer (a stream's, as they stand when its first chunk came).
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 class Provider:
@@ -157,6 +160,9 @@ class Provider:
     name: ClassVar[str] = ""
     # Request parameters this provider honours, besides CORE_PARAMS.
     supported_params: ClassVar[frozenset[str]] = frozenset()
+    # Whether it reads back the `extra_content` it puts on tool calls (signatures, thinking blocks), which
+    # the gateway then keeps for clients that drop it (completions/tool_state.py).
+    keeps_tool_state: ClassVar[bool] = False
 
     def __init__(self, route: Route) -> None:
         self.route = route

@@ -49,10 +49,18 @@ Not honoured (400 `unsupported_parameter`): logit_bias, audio output and
 moderation, prompt_cache_retention/options (Gemini caches prompt
 prefixes implicitly, with no TTL to promise; `prompt_cache_key`, a mere
 routing hint, is accepted), the deprecated functions/function_call
-(and `function` messages), custom tools, `parallel_tool_calls: false`,
-`service_tier` scale/fast, OpenAI file ids, image URLs whose extension is not
+(and `function` messages), custom tools, `service_tier` scale/fast, OpenAI file ids, image URLs whose extension is not
 an image type Gemini accepts. `image_url.detail` is a resolution hint with no
 faithful Gemini counterpart on this API version; it is ignored.
+
+Function calls in the answer
+    `parallel_tool_calls: false` has no Gemini setting (no function-calling
+    mode limits the number of calls), so it is honoured on the answer: each
+    choice keeps its first call, the others are dropped and counted in the
+    `x-gateway-tool-calls-dropped` response header (`Prepared.notes`; in a
+    stream, as it stands when the first chunk goes out). A call to a function
+    the request did not declare is a 502 `upstream_undeclared_tool_call` (a
+    clean error a client's retry may cure), never relayed.
 
 Response side
     Text parts -> content (thought parts are not content); function calls ->
@@ -151,12 +159,22 @@ EMBED_BATCH = 100  # batchEmbedContents takes at most 100 requests
 # ---- OpenAI request -> Gemini request ------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CallRules:
+    """What the answer's function calls must respect: the functions the request declared (None: not
+    checked) and, for `parallel_tool_calls: false`, at most one call per choice."""
+
+    declared: frozenset[str] | None = None
+    one_call: bool = False
+
+
 @dataclass
 class GeminiRequest:
-    """What `generate_content` is called with."""
+    """What `generate_content` is called with, and the rules its answer's calls are held to."""
 
     contents: list[types.Content]
     config: types.GenerateContentConfig
+    calls: CallRules = field(default_factory=CallRules)
 
 
 def to_gemini(request: p.ChatCompletionRequest, upstream_model: str) -> GeminiRequest:
@@ -164,7 +182,8 @@ def to_gemini(request: p.ChatCompletionRequest, upstream_model: str) -> GeminiRe
     system, contents = translate_messages(request.messages)
     config = generation_config(request, upstream_model)
     config.system_instruction = system
-    return GeminiRequest(contents=contents, config=config)
+    rules = CallRules(declared=frozenset(request.function_names()), one_call=request.parallel_tool_calls is False)
+    return GeminiRequest(contents=contents, config=config, calls=rules)
 
 
 def translate_messages(messages: Sequence[Any]) -> tuple[types.Content | None, list[types.Content]]:
@@ -385,12 +404,8 @@ def response_format_settings(fmt: Any) -> dict[str, Any]:
 
 
 def tool_settings(request: p.ChatCompletionRequest) -> dict[str, Any]:
-    """Function declarations and the function-calling mode."""
-    if request.parallel_tool_calls is False:
-        raise unsupported(
-            "parallel_tool_calls",
-            "Gemini can't be told to call at most one function at a time; drop `parallel_tool_calls: false`.",
-        )
+    """Function declarations and the function-calling mode (`parallel_tool_calls: false` has no Gemini
+    setting: the answer's calls after the first are dropped, see `CallRules`)."""
     if not request.tools:
         return {}
     declarations = []
@@ -562,28 +577,65 @@ def candidate_index(candidate: types.Candidate, position: int) -> int:
     return candidate.index if candidate.index is not None else position
 
 
-def choice_from(candidate: types.Candidate, index: int) -> dict[str, Any]:
-    parts = (candidate.content.parts if candidate.content else None) or []
-    calls = [tool_call(part) for part in parts if part.function_call is not None]
-    text = answer_text(parts)
-    content = text if text is not None else (None if calls else "")
-    message = p.message(content, tool_calls=calls or None)
-    return p.choice(
-        index, message, finish_reason(candidate.finish_reason, bool(calls)), logprobs_from(candidate.logprobs_result)
+def undeclared_call(name: str) -> UpstreamError:
+    return upstream_failure(
+        f"The {PROVIDER} upstream answered with a call to `{name}`, a function the request did not declare.",
+        code="upstream_undeclared_tool_call",
     )
 
 
-def completion_from(response: types.GenerateContentResponse, model: str) -> dict[str, Any]:
-    """A whole `CreateChatCompletionResponse` from a Gemini answer."""
+def allowed_calls(parts: Sequence[types.Part], rules: CallRules, already: int = 0) -> tuple[list[types.Part], int]:
+    """The function-call parts the answer may carry, and how many were dropped for `parallel_tool_calls:
+    false` (`already`: calls this choice made before); a call to an undeclared function is a 502."""
+    calls = [part for part in parts if part.function_call is not None]
+    for part in calls:
+        name = (part.function_call.name if part.function_call else None) or ""
+        if rules.declared is not None and name not in rules.declared:
+            raise undeclared_call(name)
+    if not rules.one_call:
+        return calls, 0
+    kept = calls[: max(0, 1 - already)]
+    return kept, len(calls) - len(kept)
+
+
+def choice_from(candidate: types.Candidate, index: int, rules: CallRules | None = None) -> tuple[dict[str, Any], int]:
+    """One choice, and how many of its calls were dropped."""
+    parts = (candidate.content.parts if candidate.content else None) or []
+    kept, dropped = allowed_calls(parts, rules or CallRules())
+    calls = [tool_call(part) for part in kept]
+    text = answer_text(parts)
+    content = text if text is not None else (None if calls else "")
+    message = p.message(content, tool_calls=calls or None)
+    reason = finish_reason(candidate.finish_reason, bool(calls))
+    return p.choice(index, message, reason, logprobs_from(candidate.logprobs_result)), dropped
+
+
+def completion_from(
+    response: types.GenerateContentResponse,
+    model: str,
+    rules: CallRules | None = None,
+    notes: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A whole `CreateChatCompletionResponse` from a Gemini answer; calls dropped under `rules` are
+    counted in `notes` (the `x-gateway-tool-calls-dropped` response header)."""
     raise_if_blocked(response)
     candidates = response.candidates or []
     if not candidates:
         raise UpstreamError("The gemini upstream answered without any candidate.")
-    choices = sorted(
-        (choice_from(c, candidate_index(c, i)) for i, c in enumerate(candidates)), key=lambda c: c["index"]
-    )
+    built = [choice_from(c, candidate_index(c, i), rules) for i, c in enumerate(candidates)]
+    choices = sorted((choice for choice, _ in built), key=lambda c: c["index"])
+    note_dropped(notes, sum(dropped for _, dropped in built))
     # No usage metadata: no usage here; the gateway counts the tokens itself and marks the log row.
     return p.completion(p.new_completion_id(), p.now(), model, choices, usage_from(response.usage_metadata))
+
+
+DROPPED_HEADER = "x-gateway-tool-calls-dropped"
+
+
+def note_dropped(notes: dict[str, str] | None, dropped: int) -> None:
+    """Say in the answer's headers how many calls `parallel_tool_calls: false` dropped (if any)."""
+    if notes is not None and dropped:
+        notes[DROPPED_HEADER] = str(int(notes.get(DROPPED_HEADER, "0")) + dropped)
 
 
 @dataclass
@@ -603,6 +655,8 @@ class StreamTranslator:
     chunks: p.ChunkFactory
     choices: dict[int, ChoiceState] = field(default_factory=dict)
     usage_metadata: Any = None
+    rules: CallRules = field(default_factory=CallRules)
+    notes: dict[str, str] | None = None  # where dropped calls are counted (the provider's `Prepared.notes`)
 
     def feed(self, response: types.GenerateContentResponse) -> list[dict[str, Any]]:
         """The OpenAI chunks for one Gemini chunk (possibly none)."""
@@ -634,9 +688,10 @@ class StreamTranslator:
         if text is not None:
             state.text.append(text)
             out.append(self._delta(index, {"content": text}, logprobs=logprobs_from(candidate.logprobs_result)))
-        for part in parts:
-            if part.function_call is not None:
-                out.extend(self._tool_call(index, state, part))
+        kept, dropped = allowed_calls(parts, self.rules, already=state.calls)
+        note_dropped(self.notes, dropped)
+        for part in kept:
+            out.extend(self._tool_call(index, state, part))
         reason = candidate.finish_reason
         if reason is not None and _enum_name(reason) != "FINISH_REASON_UNSPECIFIED":
             out.append(self._delta(index, {}, finish_reason(reason, state.calls > 0)))
@@ -808,6 +863,7 @@ def split_api_version(base_url: str) -> tuple[str, str | None]:
 
 class GeminiProvider(Provider):
     name = "gemini"
+    keeps_tool_state = True  # thought signatures
     supported_params = frozenset(
         {
             "temperature",
@@ -853,12 +909,16 @@ class GeminiProvider(Provider):
             response = await client.aio.models.generate_content(
                 model=self.route.upstream_model, contents=gemini.contents, config=gemini.config
             )
-        return completion_from(response, self.route.upstream_model)
+        prepared.notes.pop(DROPPED_HEADER, None)  # a retry's answer is counted afresh
+        return completion_from(response, self.route.upstream_model, gemini.calls, prepared.notes)
 
     async def stream(self, prepared: Prepared[GeminiRequest]) -> AsyncIterator[dict[str, Any]]:
         gemini = prepared.payload
         client = self._sdk()
-        translator = StreamTranslator(p.ChunkFactory(self.route.upstream_model))
+        prepared.notes.pop(DROPPED_HEADER, None)
+        translator = StreamTranslator(
+            p.ChunkFactory(self.route.upstream_model), rules=gemini.calls, notes=prepared.notes
+        )
         with upstream_failures(upstream_error):
             upstream = await client.aio.models.generate_content_stream(
                 model=self.route.upstream_model, contents=gemini.contents, config=gemini.config

@@ -2,11 +2,12 @@
 
 It echoes the last user message (or the last tool result), streams it word by
 word, honours `max_tokens` (finish `length`), `stop`, `n`, `logprobs`,
-`response_format` `json_object` (`{"echo": text}`) and `json_schema` (a value
-fitting the schema, strings holding the text) and function tools, and counts tokens the same
-way in both modes. Tool calls: with `tool_choice` "required" or a named
-function it calls that tool; with "auto" it calls the first tool whose name
-appears in the user's message. Route options `latency_ms` (before the answer)
+`response_format` (`json_object`: `{"echo": text}`; `json_schema`: a JSON
+value built from the schema, see `schema_instance`) and function tools, and
+counts tokens the same way in both modes. Tool calls: with `tool_choice`
+"required" or a named function it calls that tool; with "auto" it calls the
+first tool whose name appears in the user's message; the arguments are built
+from the function's parameter schema the same way. Route options `latency_ms` (before the answer)
 and `chunk_delay_ms` (between stream chunks) simulate a slow upstream; both
 default to 0.
 """
@@ -25,6 +26,7 @@ import orjson
 from .. import protocol as p
 from ..tokens import count_prompt, count_tokens, split_tokens
 from .base import Prepared, Provider, invalid
+from .schema_instance import instance
 
 
 @dataclass(frozen=True)
@@ -82,33 +84,16 @@ def pick_tool(request: p.ChatCompletionRequest, text: str) -> p.FunctionDefiniti
 
 
 def sample_arguments(fn: p.FunctionDefinition, text: str) -> dict[str, Any]:
-    """Arguments that fit the function's schema: strings get the user's text."""
-    schema = fn.parameters or {}
-    props: dict[str, Any] = schema.get("properties") or {}
-    wanted = schema.get("required") or list(props)
-    defaults = {"string": text, "number": 0, "integer": 0, "boolean": False, "array": [], "object": {}}
-    out: dict[str, Any] = {}
-    for name in wanted:
-        spec = props.get(name) or {}
-        if spec.get("enum"):
-            out[name] = spec["enum"][0]
-        else:
-            kind = spec.get("type", "string")
-            out[name] = defaults.get(kind if isinstance(kind, str) else kind[0], text)
-    return out
+    """Arguments valid against the function's parameter schema; strings get the user's text."""
+    arguments = instance({"type": "object", **(fn.parameters or {})}, text)
+    return arguments if isinstance(arguments, dict) else {}
 
 
-def sample_value(schema: dict[str, Any], text: str, depth: int = 0) -> Any:
-    """A value that fits a JSON schema (for `json_schema` output): strings get the user's text."""
-    if schema.get("enum"):
-        return schema["enum"][0]
-    kind = schema.get("type", "object" if "properties" in schema else "string")
-    kind = kind[0] if isinstance(kind, list) else kind
-    if kind == "object" and depth < 8:
-        props: dict[str, Any] = schema.get("properties") or {}
-        return {name: sample_value(props[name] or {}, text, depth + 1) for name in props}
-    defaults = {"string": text, "number": 0, "integer": 0, "boolean": False, "array": [], "null": None}
-    return defaults.get(kind, {})
+def structured_text(fmt: p.ResponseFormatJsonObject | p.ResponseFormatJsonSchema, text: str) -> str:
+    """The JSON answer for a JSON response format: the schema's instance, or `{"echo": text}`."""
+    if isinstance(fmt, p.ResponseFormatJsonSchema) and fmt.json_schema.schema_ is not None:
+        return orjson.dumps(instance(fmt.json_schema.schema_, text)).decode()
+    return orjson.dumps({"echo": text}).decode()
 
 
 # Like a real model's output limit: past it, the answer is cut with finish_reason "length".
@@ -131,10 +116,8 @@ def answer(request: p.ChatCompletionRequest, max_output_tokens: int = MAX_OUTPUT
                 "function": {"name": fn.name, "arguments": orjson.dumps(sample_arguments(fn, text)).decode()},
             }
             return Answer(tokens=[], finish_reason="tool_calls", tool_call=call)
-    if isinstance(request.response_format, p.ResponseFormatJsonObject):
-        text = orjson.dumps({"echo": text}).decode()
-    elif isinstance(request.response_format, p.ResponseFormatJsonSchema):
-        text = orjson.dumps(sample_value(request.response_format.json_schema.schema_ or {}, text)).decode()
+    if isinstance(request.response_format, (p.ResponseFormatJsonObject, p.ResponseFormatJsonSchema)):
+        text = structured_text(request.response_format, text)
     finish = "stop"
     for stop in request.stop_sequences:
         cut = text.find(stop)

@@ -1,7 +1,10 @@
 """OpenAI-compatible upstreams: OpenAI itself, vLLM, Ollama, llama.cpp server, Groq, Together, ...
 
 The request goes upstream as the client sent it, with `model` rewritten; the
-answer comes back already in OpenAI's shape and is relayed as is. The pure
+answer comes back already in OpenAI's shape and is relayed as it came, with
+the fields OpenAI's schemas require but allow to be null filled in when the
+upstream left them out (LiteLLM's proxy drops every null: `logprobs`,
+`message.content` and `refusal`, a chunk's `finish_reason`). The pure
 part (request bodies, SSE decoding, usage handling, error mapping) is plain
 functions and two small classes (an SSE decoder and the stream translator);
 `OpenAICompatProvider` does the I/O over one pooled `httpx.AsyncClient` per
@@ -67,6 +70,32 @@ def embedding_body(request: p.EmbeddingRequest, upstream_model: str) -> dict[str
     body["model"] = upstream_model
     body["encoding_format"] = "float"
     return body
+
+
+# ---- normalising what is relayed ----------------------------------------------------------
+
+
+def normalise_completion(payload: dict[str, Any]) -> dict[str, Any]:
+    """A completion with the required nullable fields present (null when the upstream left them out);
+    everything the upstream sent is kept."""
+    for choice in payload.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        choice.setdefault("logprobs", None)
+        message = choice.get("message")
+        if isinstance(message, dict):
+            message.setdefault("content", None)
+            message.setdefault("refusal", None)
+    return payload
+
+
+def normalise_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
+    """A stream chunk with each choice's `delta` and `finish_reason` present (null while the choice runs)."""
+    for choice in chunk["choices"]:
+        if isinstance(choice, dict):
+            choice.setdefault("delta", {})
+            choice.setdefault("finish_reason", None)
+    return chunk
 
 
 # ---- usage ------------------------------------------------------------------------------
@@ -321,7 +350,7 @@ class StreamTranslator:
             raise error_from_event(payload)
         if not isinstance(payload.get("choices"), list):
             return None  # a keepalive or an unknown event: nothing for the client
-        return payload
+        return normalise_chunk(payload)
 
 
 def completion_to_chunks(response: dict[str, Any]) -> list[dict[str, Any]]:
@@ -451,7 +480,7 @@ class OpenAICompatProvider(Provider):
         payload = self._json_body(response)
         if not isinstance(payload.get("choices"), list):
             raise UpstreamError(f"The {PROVIDER} upstream answered without `choices`.")
-        return payload
+        return normalise_completion(payload)
 
     async def stream(self, prepared: Prepared[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
         response = await self._post(self._chat_url, prepared.payload, stream=True)

@@ -172,10 +172,9 @@ def test_what_a_provider_cannot_honour_names_the_messages_field(
             model="msg-gemini",
             max_tokens=64,
             messages=[{"role": "user", "content": "Paris"}],
-            tools=[WEATHER],
-            tool_choice={"type": "auto", "disable_parallel_tool_use": True},
+            extra_body={"top_k": 5},  # the SDK (2.x) has no top_k parameter
         )
-    assert exc.value.body["error"]["message"].startswith("tool_choice.disable_parallel_tool_use:")
+    assert exc.value.body["error"]["message"].startswith("top_k:")
     assert routed["gemini"].requests == []  # refused before any upstream call
 
 

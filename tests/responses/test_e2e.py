@@ -337,7 +337,6 @@ def test_max_output_tokens_makes_an_incomplete_response(client: openai.OpenAI, r
         ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]}, None, "file_id"),
         ({"top_logprobs": 2, "model": "chat-anthropic"}, "top_logprobs", "top_logprobs"),
         ({"text": {"format": {"type": "json_object"}}, "model": "chat-anthropic"}, "text.format", "`text.format`"),
-        ({"tools": [WEATHER], "parallel_tool_calls": False, "model": "chat-gemini"}, "parallel_tool_calls", ""),
     ],
 )
 def test_bad_requests_are_400_naming_the_responses_param(

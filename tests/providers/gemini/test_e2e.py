@@ -613,3 +613,58 @@ def test_e2e_embeddings(client: Any, fake: FakeGemini, gateway: Any) -> None:
     result = client.embeddings.create(model="gem-embed", input="one two three")
     assert result.usage.prompt_tokens == 3
     assert result.data[0].embedding == pytest.approx([3**-0.5] * 3, rel=1e-6)
+
+
+def two_calls() -> dict[str, Any]:
+    return response(
+        candidate(
+            call_part("get_weather", {"city": "Paris"}, signature=SIGNATURE), call_part("get_weather", {"city": "Rome"})
+        ),
+        usage_=usage(9, 6),
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+def test_e2e_parallel_tool_calls_false_keeps_the_first_call(
+    client: Any, fake: FakeGemini, gem: Any, stream: bool
+) -> None:
+    """LlamaIndex and LangChain's function-calling structured output send `parallel_tool_calls: false`."""
+    fake.script(Reply(events=[two_calls()]) if stream else Reply(json=two_calls()))
+    args: dict[str, Any] = {"model": "gem", "messages": [{"role": "user", "content": "Paris and Rome"}]}
+    args.update(tools=[WEATHER_TOOL], parallel_tool_calls=False, stream=stream)
+    raw = client.chat.completions.with_raw_response.create(**args)
+    assert raw.headers["x-gateway-tool-calls-dropped"] == "1"
+    if stream:
+        deltas = [
+            tc
+            for c in raw.parse()
+            if c.choices and c.choices[0].delta.tool_calls
+            for tc in c.choices[0].delta.tool_calls
+        ]
+        assert {tc.index for tc in deltas} == {0}
+        assert "".join(tc.function.arguments or "" for tc in deltas) == '{"city":"Paris"}'
+    else:
+        (call,) = raw.parse().choices[0].message.tool_calls
+        assert json.loads(call.function.arguments) == {"city": "Paris"}
+    # Without the flag both calls come through, and nothing is said.
+    fake.script(Reply(json=two_calls()))
+    raw = client.chat.completions.with_raw_response.create(
+        model="gem", messages=[{"role": "user", "content": "Paris and Rome"}], tools=[WEATHER_TOOL]
+    )
+    assert len(raw.parse().choices[0].message.tool_calls) == 2 and "x-gateway-tool-calls-dropped" not in raw.headers
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+def test_e2e_a_call_to_an_undeclared_function_is_a_clean_502(
+    client: Any, fake: FakeGemini, gem: Any, stream: bool
+) -> None:
+    answer = response(candidate(call_part("google_search", {"q": "weather"})), usage_=usage(9, 3))
+    fake.script(Reply(events=[answer]) if stream else Reply(json=answer))
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(
+            model="gem", messages=[{"role": "user", "content": "weather?"}], tools=[WEATHER_TOOL], stream=stream
+        )
+    assert (caught.value.status_code, caught.value.code) == (502, "upstream_undeclared_tool_call")
+    assert "`google_search`" in caught.value.message
+    assert caught.value.response.headers["x-gateway-provider"] == "gemini"
+    assert caught.value.response.headers["x-gateway-attempts"] == "1"

@@ -9,7 +9,7 @@ import pytest
 from google.genai import types
 
 from completions.errors import InvalidRequest
-from completions.providers.gemini import SKIP_SIGNATURE, GeminiProvider, to_gemini
+from completions.providers.gemini import SKIP_SIGNATURE, CallRules, GeminiProvider, to_gemini
 from tests.providers.gemini.helpers import PNG, PNG_URL, SIGNATURE, WEATHER_TOOL, b64, chat, route, wire
 
 
@@ -371,7 +371,6 @@ def test_reasoning_effort_without_equivalent_is_a_400(model: str, effort: str) -
         ({"prediction": {"type": "content", "content": "x"}}, "prediction"),
         ({"prompt_cache_retention": "24h"}, "prompt_cache_retention"),
         ({"service_tier": "scale"}, "service_tier"),
-        ({"tools": [WEATHER_TOOL], "parallel_tool_calls": False}, "parallel_tool_calls"),
         ({"tools": [{"type": "custom", "custom": {"name": "grep"}}]}, "tools[0]"),
         (
             {
@@ -415,3 +414,21 @@ def test_prepare_accepts_what_gemini_honours() -> None:
             store=False,
         )
     )
+
+
+@pytest.mark.parametrize(
+    "params, rules",
+    [
+        ({}, CallRules(declared=frozenset(), one_call=False)),
+        ({"tools": [WEATHER_TOOL]}, CallRules(declared=frozenset({"get_weather"}), one_call=False)),
+        ({"tools": [WEATHER_TOOL], "parallel_tool_calls": True}, CallRules(frozenset({"get_weather"}), False)),
+        ({"tools": [WEATHER_TOOL], "parallel_tool_calls": False}, CallRules(frozenset({"get_weather"}), True)),
+    ],
+)
+def test_prepare_holds_the_answer_to_the_declared_functions_and_parallel_tool_calls(
+    params: dict[str, Any], rules: CallRules
+) -> None:
+    """`parallel_tool_calls: false` has no Gemini setting: it is honoured on the answer (first call kept)."""
+    prepared = GeminiProvider(route()).prepare(chat(**params))
+    assert prepared.payload.calls == rules
+    assert "tool_config" not in prepared.payload.config.model_dump(exclude_none=True)

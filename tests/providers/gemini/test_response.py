@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from completions import protocol as p
-from completions.errors import InvalidRequest
-from completions.providers.gemini import StreamTranslator, completion_from
+from completions.errors import InvalidRequest, UpstreamError
+from completions.providers.gemini import CallRules, StreamTranslator, completion_from
 from tests.fakes.gemini import blocked_response, call_part, candidate, logprobs_result, response, text_part, usage
 from tests.openapi import assert_valid, without_extensions
 from tests.providers.gemini.helpers import SIGNATURE, gemini_response
@@ -223,3 +223,50 @@ def test_stream_blocked_prompt_raises_before_any_chunk() -> None:
     with pytest.raises(InvalidRequest) as exc:
         translator.feed(gemini_response(blocked_response("SAFETY")))
     assert exc.value.code == "content_filter"
+
+
+# ---- the answer's function calls: only declared functions; one call with parallel_tool_calls false ----
+
+TWO_CALLS = response(
+    candidate(
+        call_part("get_weather", {"city": "Paris"}, signature=SIGNATURE), call_part("get_weather", {"city": "Rome"})
+    )
+)
+ONE_CALL = CallRules(declared=frozenset({"get_weather"}), one_call=True)
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call_and_says_so() -> None:
+    notes: dict[str, str] = {}
+    out = completion_from(gemini_response(TWO_CALLS), "m", ONE_CALL, notes)
+    assert_valid(without_extensions(out), "CreateChatCompletionResponse")
+    (call,) = out["choices"][0]["message"]["tool_calls"]
+    assert json.loads(call["function"]["arguments"]) == {"city": "Paris"} and "extra_content" in call
+    assert out["choices"][0]["finish_reason"] == "tool_calls"
+    assert notes == {"x-gateway-tool-calls-dropped": "1"}
+    notes.clear()
+    out = completion_from(gemini_response(TWO_CALLS), "m", CallRules(declared=frozenset({"get_weather"})), notes)
+    assert len(out["choices"][0]["message"]["tool_calls"]) == 2 and notes == {}
+
+
+def test_stream_keeps_the_first_call_across_chunks() -> None:
+    notes: dict[str, str] = {}
+    translator = StreamTranslator(p.ChunkFactory("m"), rules=ONE_CALL, notes=notes)
+    first = translator.feed(
+        gemini_response(response(candidate(call_part("get_weather", {"city": "Paris"}), finish=None)))
+    )
+    later = translator.feed(gemini_response(response(candidate(call_part("get_weather", {"city": "Rome"})))))
+    calls = [tc for c in first + later for tc in c["choices"][0]["delta"].get("tool_calls", [])]
+    assert [tc["index"] for tc in calls] == [0, 0] and "Rome" not in json.dumps(calls)
+    assert later[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert notes == {"x-gateway-tool-calls-dropped": "1"}
+
+
+@pytest.mark.parametrize("declared", [frozenset({"lookup"}), frozenset()])
+def test_a_call_to_an_undeclared_function_is_a_502(declared: frozenset[str]) -> None:
+    rules = CallRules(declared=declared)
+    with pytest.raises(UpstreamError) as exc:
+        completion_from(gemini_response(TWO_CALLS), "m", rules)
+    assert (exc.value.status, exc.value.code) == (502, "upstream_undeclared_tool_call")
+    assert "`get_weather`" in exc.value.message
+    with pytest.raises(UpstreamError):
+        StreamTranslator(p.ChunkFactory("m"), rules=rules).feed(gemini_response(TWO_CALLS))

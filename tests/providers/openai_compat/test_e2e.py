@@ -359,3 +359,111 @@ def test_e2e_missing_usage_is_counted_and_marked(client: Any, fake: FakeOpenAI, 
         ("chat.completions", True, 4),
         ("embeddings", True, 0),
     ]
+
+
+# ---- an upstream that drops nulls (LiteLLM's proxy serializes with exclude_none) ---------------------
+
+# What LiteLLM's proxy (1.110) sends: no `logprobs`, no `refusal`, no `content` beside tool calls, and
+# chunks without `finish_reason` until the last; plus fields of its own, which the gateway keeps.
+LITELLM_TEXT = {
+    "id": "chatcmpl-litellm1",
+    "created": 1_760_000_000,
+    "model": MODEL,
+    "object": "chat.completion",
+    "choices": [
+        {
+            "finish_reason": "stop",
+            "index": 0,
+            "message": {"content": "hi", "role": "assistant", "provider_specific_fields": {"cached": False}},
+        }
+    ],
+    "usage": {"completion_tokens": 1, "prompt_tokens": 4, "total_tokens": 5},
+}
+LITELLM_TOOL_CALL = {
+    **LITELLM_TEXT,
+    "choices": [
+        {
+            "finish_reason": "tool_calls",
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "function": {"arguments": '{"city":"Paris"}', "name": "get_weather"},
+                        "id": "c1",
+                        "type": "function",
+                    }
+                ],
+            },
+        }
+    ],
+}
+LITELLM_CHUNKS: list[Any] = [
+    {
+        "id": "chatcmpl-litellm2",
+        "created": 1_760_000_000,
+        "model": MODEL,
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"content": word, **({"role": "assistant"} if i == 0 else {})}}],
+    }
+    for i, word in enumerate(["hel", "lo"])
+] + [
+    {
+        "id": "chatcmpl-litellm2",
+        "created": 1_760_000_000,
+        "model": MODEL,
+        "object": "chat.completion.chunk",
+        "choices": [{"finish_reason": "stop", "index": 0, "delta": {}}],
+    },
+    {
+        "id": "chatcmpl-litellm2",
+        "created": 1_760_000_000,
+        "model": MODEL,
+        "object": "chat.completion.chunk",
+        "choices": [],
+        "usage": {"completion_tokens": 2, "prompt_tokens": 4, "total_tokens": 6},
+    },
+    "[DONE]",
+]
+
+
+def without_litellm_fields(payload: Any) -> Any:
+    if isinstance(payload, list):
+        return [without_litellm_fields(x) for x in payload]
+    if isinstance(payload, dict):
+        return {k: without_litellm_fields(v) for k, v in payload.items() if k != "provider_specific_fields"}
+    return payload
+
+
+@pytest.mark.parametrize("upstream", [LITELLM_TEXT, LITELLM_TOOL_CALL], ids=["text", "tool_call"])
+def test_e2e_answers_missing_nullable_fields_are_filled(
+    raw: httpx.Client, fake: FakeOpenAI, oai_route: Callable[..., Any], upstream: dict[str, Any]
+) -> None:
+    oai_route()
+    fake.script(Reply(json=upstream))
+    body = raw.post("/v1/chat/completions", json={"model": "oai-test", "messages": QUESTION}).json()
+    assert_valid(without_litellm_fields(body), "CreateChatCompletionResponse")
+    (choice,) = body["choices"]
+    assert choice["logprobs"] is None and choice["message"]["refusal"] is None
+    sent = upstream["choices"][0]["message"]
+    assert choice["message"]["content"] == sent.get("content")  # "hi", or null beside the tool calls
+    assert {k: v for k, v in choice["message"].items() if k not in ("refusal", "content")} == {
+        k: v for k, v in sent.items() if k != "content"
+    }  # everything else as the upstream sent it, its own fields included
+
+
+def test_e2e_chunks_missing_finish_reason_get_null(
+    raw: httpx.Client, fake: FakeOpenAI, oai_route: Callable[..., Any]
+) -> None:
+    oai_route()
+    fake.script(Reply(events=LITELLM_CHUNKS))
+    body = {"model": "oai-test", "messages": QUESTION, "stream": True, "stream_options": {"include_usage": True}}
+    with raw.stream("POST", "/v1/chat/completions", json=body) as resp:
+        events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    for chunk in chunks:
+        assert_valid(chunk, "CreateChatCompletionStreamResponse")
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]] == [None, None, "stop"]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "hello"
+    assert chunks[-1]["usage"]["total_tokens"] == 6
