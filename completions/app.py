@@ -32,6 +32,7 @@ class Gateway:
     log: LogWriter
     limiter: Limiter
     keys: KeyCache
+    inflight: int = 0  # exchanges opened and not yet closed (shutdown waits for them to close)
 
     async def aclose(self) -> None:
         """Release upstream connection pools (shutdown)."""

@@ -23,7 +23,7 @@ from typing import Any, cast
 import orjson
 from django.db import DataError, IntegrityError, close_old_connections, connection, connections, transaction
 
-from . import pricing
+from . import metrics, pricing
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +163,7 @@ class LogWriter:
         with self._lock:
             self._submitted += 1
         self._queue.put(record)
+        metrics.LOG_BACKLOG.inc()
 
     def pending(self) -> int:
         with self._lock:
@@ -216,6 +217,7 @@ class LogWriter:
                     break
             if batch:
                 self._write_with_retry(batch)
+                metrics.LOG_BACKLOG.dec(len(batch))
             with self._lock:
                 self._done += len(batch)
                 self._lock.notify_all()
@@ -232,6 +234,7 @@ class LogWriter:
             try:
                 close_old_connections()  # as a request would: drop a broken or expired connection
                 self.write(batch)
+                metrics.LOG_WRITTEN.inc(len(batch))
                 return
             except REFUSED:
                 # Some row's data is refused: write the rows one by one and set the refused ones aside,
@@ -243,6 +246,7 @@ class LogWriter:
                 logger.exception("writing %d request-log rows failed; retrying in %.1fs", len(batch), delay)
             if self.pending() > self.max_pending:
                 logger.error("request log backlog over %d rows; dropping a batch of %d", self.max_pending, len(batch))
+                metrics.LOG_DROPPED.inc(len(batch))
                 return
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
@@ -253,6 +257,7 @@ class LogWriter:
         for position, record in enumerate(batch):
             try:
                 self.write([record])
+                metrics.LOG_WRITTEN.inc()
             except REFUSED as exc:
                 self._set_aside(record, exc)
             except Exception:
@@ -271,6 +276,7 @@ class LogWriter:
             logger.exception("setting aside request-log row %s failed; it is lost: %s", record.request_id, values)
         with self._lock:
             self.set_aside += 1
+        metrics.LOG_SET_ASIDE.inc()
 
     def write(self, batch: list[RequestRecord]) -> None:
         """Write one batch and run the hooks, in one transaction.

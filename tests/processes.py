@@ -1,8 +1,10 @@
 """The gateway as its own process, started as a deployment starts it, for tests that need one.
 
-`GatewayProcess` runs uvicorn (one worker) or gunicorn with `gunicorn.conf.py`
-on the test database, optionally under an address-space cap (`prlimit --as`),
-and stops it afterwards. It waits for `/healthz` before handing over.
+`GatewayProcess` runs uvicorn (one worker) or the production command, exactly as
+the image runs it (`gunicorn -c gunicorn.conf.py`, the Dockerfile's CMD), on the
+test database, optionally under an address-space cap (`prlimit --as`) and with
+its output in a file, and stops it afterwards. It waits for `/healthz` before
+handing over.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from django.db import connection
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+# The image's CMD (Dockerfile); tests/test_deploy_files.py checks that the two agree.
+PRODUCTION_COMMAND = ["gunicorn", "-c", "gunicorn.conf.py"]
 
 
 def database_url() -> str:
@@ -44,6 +48,7 @@ class GatewayProcess:
         memory_cap_bytes: int | None = None,
         env: dict[str, str] | None = None,
         workers: int = 1,
+        output: Path | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -59,14 +64,20 @@ class GatewayProcess:
             command += ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
         else:
             self.env |= {"GUNICORN_BIND": f"127.0.0.1:{self.port}", "WORKERS": str(workers)}
-            command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "compat_api.asgi:application"]
+            command = [sys.executable, "-m", *PRODUCTION_COMMAND]
         if memory_cap_bytes is not None:
             command = ["prlimit", f"--as={memory_cap_bytes}", "--", *command]
         self.command = command
+        self.output = output  # the server's stdout and stderr go to this file, for tests to read
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> GatewayProcess:
-        self.proc = subprocess.Popen(self.command, cwd=ROOT, env=self.env)
+        out = open(self.output, "ab") if self.output is not None else None
+        try:
+            self.proc = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=out, stderr=out)
+        finally:
+            if out is not None:
+                out.close()
         deadline = time.monotonic() + 40
         while True:
             try:
