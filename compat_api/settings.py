@@ -300,7 +300,9 @@ GATEWAY_DEBUG_HEADERS = env.bool("GATEWAY_DEBUG_HEADERS", default=False)
 # /metrics answers connections from these networks, or any connection with
 # `Authorization: Bearer <GATEWAY_METRICS_TOKEN>` (when set).
 GATEWAY_METRICS_TOKEN = env.str("GATEWAY_METRICS_TOKEN", default="")
-GATEWAY_METRICS_NETWORKS = env.list("GATEWAY_METRICS_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+GATEWAY_METRICS_NETWORKS = [
+    n.strip() for n in env.list("GATEWAY_METRICS_NETWORKS", default=["127.0.0.1/32", "::1/128"]) if n.strip()
+]
 for _network in GATEWAY_METRICS_NETWORKS:
     try:
         ipaddress.ip_network(_network, strict=False)
