@@ -60,7 +60,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage() if fields is None else record.msg,
-            "pid": record.process,
+            "pid": _pid,
         }
         if fields is not None:
             line.update(fields)
@@ -95,8 +95,28 @@ def _plain(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
 
 
+_pid = os.getpid()
+
+
+def _renew_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_renew_pid)
+
+
 def make_formatter() -> logging.Formatter:
-    """The formatter LOG_FORMAT names (json, the default, or plain)."""
+    """The formatter LOG_FORMAT names (json, the default, or plain).
+
+    The gateway's formats use no source file, line, thread or process name, so the logging
+    module is told not to look them up for every record (a stack walk and system calls per
+    line, as the logging documentation's "Optimization" section describes); the pid comes from
+    this module, renewed in a forked child."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     kind = os.environ.get("LOG_FORMAT", "json").strip().lower() or "json"
     if kind not in FORMATS:
         raise ValueError(f"LOG_FORMAT must be one of {', '.join(FORMATS)}; got {kind!r}.")

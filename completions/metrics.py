@@ -5,7 +5,7 @@ prometheus-client then keeps each worker's values in memory-mapped files in that
 and `/metrics` (any worker) reads them all and adds them up. In a single process (`make run`,
 the in-process test server) the values live in process. Observing a request is a handful of
 dictionary lookups and stores into mapped memory: no system call, nothing that waits
-(README, Operations, has the measured cost).
+(README, Operations, has the measured cost; `bench/telemetry_bench.py` measures it).
 
 `observe(exchange)` is called once per request, from `Exchange.close()`; the circuit
 breakers, the request-log writer and the stream relay report their own events.
@@ -24,14 +24,48 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
+from collections.abc import Callable
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as _multiprocess
+from prometheus_client import values as _values
 
 if TYPE_CHECKING:
     from .exchange import Exchange
+
+# Multiprocess values ask for the process id on every write, to notice a fork: a system call each
+# (os.getpid is not cached by the C library). The id is kept here instead, and renewed in a
+# forked child, which is all that check needs.
+_pid = os.getpid()
+
+
+def _renew_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_renew_pid)
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _values.ValueClass = _values.MultiProcessValue(process_identifier=lambda: _pid)
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+def children(metric: M) -> Callable[..., M]:
+    """`metric.labels` with the children kept by label values: prometheus-client's `labels()`
+    validates and converts its arguments on every call, which costs more than the write itself."""
+    cache: dict[tuple[str, ...], M] = {}
+
+    def child(*values: str) -> M:
+        found = cache.get(values)
+        if found is None:
+            found = cache[values] = metric.labels(*values)
+        return found
+
+    return child
+
 
 UNKNOWN_MODEL = "(unknown)"
 # OpenTelemetry's advised buckets for gen_ai.server.request.duration and time_to_first_token.
@@ -92,40 +126,44 @@ LOG_SET_ASIDE = Counter("gateway_log_rows_set_aside", "Request-log rows the data
 LOG_DROPPED = Counter("gateway_log_rows_dropped", "Request-log rows dropped because the backlog was over its bound.")
 
 
+_requests, _tokens, _cost = children(REQUESTS), children(TOKENS), children(COST)
+_duration, _ttft = children(DURATION), children(TTFT)
+_attempts, _retries = children(ATTEMPTS), children(RETRIES)
+_upstream_errors, _rejections = children(UPSTREAM_ERRORS), children(LIMIT_REJECTIONS)
+
+
 def observe(exchange: Exchange) -> None:
     """Count one finished request (called once, from `Exchange.close()`)."""
     r = exchange.record
     model = r.model if exchange.resolved else UNKNOWN_MODEL
     provider = r.provider
-    REQUESTS.labels(r.endpoint, model, provider, str(r.status_code)).inc()
+    _requests(r.endpoint, model, provider, str(r.status_code)).inc()
     operation = OPERATIONS.get(r.endpoint, r.endpoint)
     error_type = (r.error_code or r.error_type) if r.is_error else ""
-    DURATION.labels(operation, model, provider, error_type).observe(time.perf_counter() - r.started)
+    _duration(operation, model, provider, error_type).observe(time.perf_counter() - r.started)
     if r.ttft_ms is not None:
-        TTFT.labels(operation, model, provider).observe(r.ttft_ms / 1000)
+        _ttft(operation, model, provider).observe(r.ttft_ms / 1000)
     if r.prompt_tokens:
-        TOKENS.labels(model, provider, "prompt").inc(r.prompt_tokens)
+        _tokens(model, provider, "prompt").inc(r.prompt_tokens)
     if r.completion_tokens:
-        TOKENS.labels(model, provider, "completion").inc(r.completion_tokens)
-    if provider and (r.prompt_tokens or r.completion_tokens):
-        nanos = r.cost_nanos
-        if nanos:
-            COST.labels(model, provider).inc(nanos / 1e9)
+        _tokens(model, provider, "completion").inc(r.completion_tokens)
+    if provider and (r.input_price or r.output_price) and (r.prompt_tokens or r.completion_tokens):
+        _cost(model, provider).inc(r.cost_nanos / 1e9)
     if exchange.refused:
-        LIMIT_REJECTIONS.labels(exchange.refused).inc()
+        _rejections(exchange.refused).inc()
     previous = None
     for a in r.attempts:
         route = a["route"]
         if a.get("skipped"):
-            ATTEMPTS.labels(route, a["provider"], "skipped").inc()
+            _attempts(route, a["provider"], "skipped").inc()
             continue
         if a["ok"]:
-            ATTEMPTS.labels(route, a["provider"], "ok").inc()
+            _attempts(route, a["provider"], "ok").inc()
         else:
-            ATTEMPTS.labels(route, a["provider"], "error").inc()
-            UPSTREAM_ERRORS.labels(route, str(a.get("status", "")), a.get("error") or "").inc()
+            _attempts(route, a["provider"], "error").inc()
+            _upstream_errors(route, str(a.get("status", "")), a.get("error") or "").inc()
         if route == previous:
-            RETRIES.labels(route).inc()
+            _retries(route).inc()
         previous = route
 
 
