@@ -39,16 +39,29 @@ def psql(sql: str) -> None:
     subprocess.run(["psql", f"{SERVER}/postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True)
 
 
-def fill(rows: int, env: dict[str, str]) -> str:
-    """Copy the rows in through Django's own column preparation; returns a fresh API key."""
+def setup_django(env: dict[str, str]) -> None:
     os.environ.update(env)
     import django
 
     django.setup()
+
+
+def new_key() -> str:
     from django.contrib.auth import get_user_model
     from django.db import connection
 
     from completions.keys import create_api_key
+
+    user = get_user_model().objects.create_user("bench-" + secrets.token_hex(4))
+    _, key = create_api_key(user, "bench")
+    connection.close()
+    return key
+
+
+def fill(rows: int, recent: int = 20_000) -> None:
+    """Copy `rows` old rows and `recent` new ones in, through Django's own column preparation."""
+    from django.db import connection
+
     from completions.models import RequestLog
     from completions.recorder import RequestRecord, _insert_plan, to_values
 
@@ -61,11 +74,11 @@ def fill(rows: int, env: dict[str, str]) -> str:
         connection.cursor() as cursor,
         cursor.cursor.copy(f"COPY {RequestLog._meta.db_table} ({columns}) FROM STDIN") as copy,
     ):
-        for i in range(rows + 20_000):
+        for i in range(rows + recent):
             old = i < rows
             age = timedelta(days=100, seconds=span * (1 - i / rows)) if old else timedelta(minutes=i - rows)
             record = RequestRecord(
-                request_id=f"bench-{i}",
+                request_id=f"bench-{secrets.token_hex(4)}-{i}",
                 created_at=now - age,
                 model="mock-gpt-model",
                 provider="mock",
@@ -75,11 +88,8 @@ def fill(rows: int, env: dict[str, str]) -> str:
             )
             record.attempts = [{"route": "mock:mock-gpt-model", "ok": True, "ms": 1}]
             copy.write_row(prepare(to_values(record)))
-    print(f"copied {rows + 20_000} rows in {time.monotonic() - started:.0f} s")
-    user = get_user_model().objects.create_user("bench-" + secrets.token_hex(4))
-    _, key = create_api_key(user, "bench")
+    print(f"copied {rows + recent} rows in {time.monotonic() - started:.0f} s")
     connection.close()
-    return key
 
 
 def main() -> None:
@@ -103,7 +113,9 @@ def main() -> None:
         "DJANGO_SETTINGS_MODULE": "compat_api.settings",
     }
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    key = fill(args.rows, env)
+    setup_django(env)
+    fill(args.rows)
+    key = new_key()
     port = free_port()
     server_env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "WORKERS": "2"}
     server = subprocess.Popen(
@@ -133,25 +145,9 @@ def main() -> None:
                 check=True,
             ).stdout.strip()
             print(f"request log: {size} bytes per row on disk (table, indexes and TOAST)")
-            prune = subprocess.Popen(
-                [
-                    sys.executable,
-                    "manage.py",
-                    "prune_logs",
-                    "--target",
-                    "request_log",
-                    "--days",
-                    "90",
-                    "--batch-size",
-                    str(args.batch_size),
-                    "--pause",
-                    str(args.pause),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
+            prune_command = [sys.executable, "manage.py", "prune_logs", "--target", "request_log", "--days", "90"]
+            prune_command += ["--batch-size", str(args.batch_size), "--pause", str(args.pause)]
+            prune = subprocess.Popen(prune_command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
             started = time.monotonic()
             slices = []
             while prune.poll() is None:
@@ -169,12 +165,12 @@ def main() -> None:
             mean = sum(s["p99"] for s in slices) / len(slices) if slices else float("nan")
             rps = sum(s["rps"] for s in slices) / len(slices) if slices else float("nan")
             print(f"during the delete: {rps:.0f} req/s, p99 mean of slices {mean:.2f} ms, worst slice {worst:.2f} ms")
-            left = httpx.get(url + "/healthz").json()
-            print(f"gateway right after: {left}")
+            print(f"gateway right after: {httpx.get(url + '/healthz').json()}")
             again = run_wrk(target, script, args.connections, args.baseline)
             print(
                 f"traffic alone again:  {again['rps']:.0f} req/s, p50 {again['p50']:.2f} ms, p99 {again['p99']:.2f} ms"
             )
+
     finally:
         server.terminate()
         server.wait(30)

@@ -148,17 +148,14 @@ def _prune_by_range(
     archive: _Archive | None,
     result: Pruned,
 ) -> None:
-    """Walk the primary key from the oldest row to the first row at or past the cutoff, one range of
-    `batch_size` keys per transaction. A row older than the cutoff but written after that first newer
-    row (a long request) is left for the next run."""
-    manager = model._default_manager
-    low = old.order_by("pk").values_list("pk", flat=True).first()
-    if low is None:
+    """Walk the primary key from the oldest old row to the newest, one range of `batch_size` keys per
+    transaction. Old rows are mostly the lowest keys, but not only: a long request's row, or rows
+    written late (replayed after an outage), sit among newer ones; their ranges are walked too, and
+    the age condition leaves the newer rows in them alone."""
+    bounds = old.aggregate(low=models.Min("pk"), high=models.Max("pk"))
+    if bounds["low"] is None:
         return
-    first_new = (
-        manager.filter(**{f"{target.field}__gte": cutoff}).order_by(target.field).values_list("pk", flat=True).first()
-    )
-    end = first_new if first_new is not None else manager.order_by("-pk").values_list("pk", flat=True).first() + 1
+    low, end = bounds["low"], bounds["high"] + 1
     while low < end:
         high = min(low + batch_size, end)
         batch = old.filter(pk__gte=low, pk__lt=high)

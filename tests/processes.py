@@ -57,6 +57,7 @@ class GatewayProcess:
             "DATABASE_URL": database_url(),
             "CACHE_KEY_PREFIX": settings.CACHES["default"].get("KEY_PREFIX", ""),
             "GATEWAY_REDIS_PREFIX": settings.GATEWAY_REDIS_PREFIX,
+            "PROMETHEUS_MULTIPROC_DIR": "",  # every server its own (gunicorn.conf.py makes one)
             **(env or {}),
         }
         if server == "uvicorn":

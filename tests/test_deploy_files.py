@@ -114,7 +114,7 @@ def test_the_proxy_uses_the_template_ci_renders_and_probes_readiness() -> None:
     assert "proxy_pass http://gateway;" in rendered
     assert re.search(r"location = /metrics \{\s*return 404;", rendered)
     assert "client_max_body_size 17m;" in rendered
-    assert "$host" in rendered and "$proxy_add_x_forwarded_for" in rendered  # nginx's own, left alone
+    assert "$http_host" in rendered and "$proxy_add_x_forwarded_for" in rendered  # nginx's own, left alone
 
 
 def compose_default(value: str) -> str:

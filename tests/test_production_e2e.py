@@ -71,7 +71,6 @@ def deployment(django_db_setup: Any, redis_url: str, tmp_path_factory: pytest.Te
         "API_NUM_PROXIES": "1",
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
-        "PROMETHEUS_MULTIPROC_DIR": "",  # each server makes its own
     }
     a = GatewayProcess("gunicorn", workers=2, env=common, output=logs / "a.log")
     # b serves /metrics only with the token (its allowed network is not the loopback).
@@ -194,6 +193,10 @@ def test_usage_totals_add_up_across_both_instances(
         deployment.proxy.url + "/api/usage/", params={"group_by": "key"}, headers={"Authorization": f"Token {token}"}
     ).json()["data"]
     assert [(u["key_id"], u["requests"], u["errors"], u["total_tokens"]) for u in usage] == [(key_row.pk, 24, 0, told)]
+    page = httpx.get(
+        deployment.proxy.url + "/api/logs/", params={"page_size": 10}, headers={"Authorization": f"Token {token}"}
+    ).json()
+    assert len(page["results"]) == 10 and page["next"].startswith(deployment.proxy.url + "/api/logs/")  # port kept
 
 
 def test_streams_pass_the_proxy_unbuffered(
