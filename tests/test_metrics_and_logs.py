@@ -137,3 +137,37 @@ def test_the_handler_writes_every_line_in_order_from_its_thread() -> None:
     finally:
         logger.removeHandler(handler)
         handler.close()
+
+
+def test_the_request_line_is_the_same_with_or_without_the_direct_path() -> None:
+    """With one background handler (as deployed) the line skips the logging module; with any other
+    setup (a second handler, a filter) it goes through it. Both write the same line."""
+    from types import SimpleNamespace
+
+    from completions import logs
+    from completions.exchange import Exchange
+
+    ex = Exchange(SimpleNamespace(inflight=0), "req_same_line", "chat.completions")  # type: ignore[arg-type]
+    ex.record.key_prefix, ex.record.model, ex.record.provider, ex.record.prompt_tokens = "sk-gw-abc", "m", "mock", 5
+    ex.record.attempts = [{"route": "mock:m", "provider": "mock", "ok": True, "ms": 1, "message": "upstream words"}]
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    out = io.StringIO()
+    handler = BackgroundStreamHandler(stream=out)
+    handler.setFormatter(JsonFormatter())
+    try:
+        root.handlers, root.level = [handler], logging.INFO
+        assert logs._sole_handler() is handler
+        logs.request_line(ex)
+        second = logging.NullHandler()
+        root.addHandler(second)
+        assert logs._sole_handler() is None
+        logs.request_line(ex)
+        handler.flush()
+    finally:
+        root.handlers, root.level = saved
+        handler.close()
+    direct, through = (json.loads(line) for line in out.getvalue().splitlines())
+    assert direct.pop("time") and through.pop("time")
+    assert direct == through and direct["request_id"] == "req_same_line" and direct["logger"] == "gateway.request"
+    assert direct["attempts"] == [{"route": "mock:m", "ok": True, "ms": 1}]  # never an attempt's message
