@@ -28,6 +28,11 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
+# An empty PROMETHEUS_MULTIPROC_DIR (a blank line in .env) means unset: prometheus-client would
+# otherwise keep its files in the working directory.
+if "PROMETHEUS_MULTIPROC_DIR" in os.environ and not os.environ["PROMETHEUS_MULTIPROC_DIR"].strip():
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as _multiprocess
 from prometheus_client import values as _values

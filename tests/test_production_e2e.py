@@ -80,6 +80,22 @@ def deployment(django_db_setup: Any, redis_url: str, tmp_path_factory: pytest.Te
         yield Deployment(a, b, proxy, logs)
 
 
+@pytest.fixture(autouse=True)
+def log_written(deployment: Deployment) -> Iterator[None]:
+    """After each test, wait until both instances wrote their request logs: the test database is
+    emptied next, and on PostgreSQL that TRUNCATE would deadlock with a writer's insert."""
+    yield
+    deadline = time.monotonic() + 30
+    for gw, headers in ((deployment.a, {}), (deployment.b, {"Authorization": f"Bearer {METRICS_TOKEN}"})):
+        while time.monotonic() < deadline:
+            text = httpx.get(gw.url + "/metrics", headers=headers, timeout=10).text
+            if metric_total(text, "gateway_log_backlog_rows") == 0:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"{gw.url} did not write its request log")
+
+
 def chat(url: str, key: str, *, stream: bool = False, model: str = "mock-gpt-model", **extra: Any) -> httpx.Response:
     body = {"model": model, "messages": [{"role": "user", "content": "hello there"}], "stream": stream, **extra}
     return httpx.post(url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
