@@ -59,4 +59,4 @@ bench: install-test
 	$(BIN)/python bench/gateway_bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) db.sqlite3* .test-db.sqlite3* staticfiles
+	rm -rf $(VENV) db.sqlite3* .test-db.sqlite3* staticfiles .cache

@@ -144,14 +144,21 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
             "SQLITE_TEST_NAME", default=str(Path(tempfile.gettempdir()) / f"gateway-test-{os.getpid()}.sqlite3")
         )
     }
+elif _db["ENGINE"].startswith("django.db.backends.postgresql"):
+    # A database host that stops answering fails a connection attempt after this many seconds
+    # (psycopg's default is to wait forever, holding the thread every ORM call goes through).
+    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=3))
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# Seconds a Redis call may take (connecting, or answering) before Redis counts as unreachable.
+GATEWAY_REDIS_TIMEOUT = env.float("GATEWAY_REDIS_TIMEOUT", default=1.0)
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="gw"),
+            "OPTIONS": {"socket_connect_timeout": GATEWAY_REDIS_TIMEOUT, "socket_timeout": GATEWAY_REDIS_TIMEOUT},
         }
     }
 else:
@@ -275,6 +282,17 @@ GATEWAY_MAX_EMBEDDING_DIMENSIONS = env.int("GATEWAY_MAX_EMBEDDING_DIMENSIONS", d
 GATEWAY_MAX_EMBEDDING_VALUES = env.int("GATEWAY_MAX_EMBEDDING_VALUES", default=1_048_576)
 # Seconds an API key lookup is trusted in process before asking the shared cache.
 GATEWAY_KEY_CACHE_SECONDS = env.float("GATEWAY_KEY_CACHE_SECONDS", default=5.0)
+# While the database can't be reached, a key's last known state (in process or in the shared
+# cache) is used for up to this many seconds after it was read from the database.
+GATEWAY_KEY_STALE_SECONDS = env.float("GATEWAY_KEY_STALE_SECONDS", default=3600.0)
+# After a failed call to Redis or the database, each worker skips it for this many seconds,
+# then lets one call probe it again.
+GATEWAY_DEPENDENCY_RETRY_SECONDS = env.float("GATEWAY_DEPENDENCY_RETRY_SECONDS", default=2.0)
+# Worker processes sharing the limits (all machines together): while Redis is unreachable, each
+# worker enforces 1/GATEWAY_WORKERS of every rate limit and of what is left of every budget.
+GATEWAY_WORKERS = env.int("GATEWAY_WORKERS", default=env.int("WORKERS", default=1))
+# Request-log rows a worker may hold while the database is slow or down; /readyz fails beyond.
+GATEWAY_LOG_MAX_PENDING = env.int("GATEWAY_LOG_MAX_PENDING", default=200_000)
 # Seconds between checks of the shared route-table version.
 GATEWAY_ROUTE_CHECK_SECONDS = env.float("GATEWAY_ROUTE_CHECK_SECONDS", default=2.0)
 # The offline mock model, always routed.
@@ -295,6 +313,8 @@ GATEWAY_BREAKER_PANIC = env.bool("GATEWAY_BREAKER_PANIC", default=True)
 GATEWAY_USERS_CREATE_KEYS = env.bool("GATEWAY_USERS_CREATE_KEYS", default=True)
 # Add `x-gateway-worker: <pid>` to responses (to see how requests spread over workers).
 GATEWAY_DEBUG_HEADERS = env.bool("GATEWAY_DEBUG_HEADERS", default=False)
+# Responses API: how long responses kept with `store: true` stay retrievable (0 = until deleted).
+GATEWAY_RESPONSES_RETENTION_DAYS = env.float("GATEWAY_RESPONSES_RETENTION_DAYS", default=30)
 
 # ---- Operations (README, Operations) ---------------------------------------------------------
 # /metrics answers connections from these networks, or any connection with
@@ -314,6 +334,5 @@ for _network in GATEWAY_METRICS_NETWORKS:
 # days are deleted, in batches, by the `retention` compose service or a cron job; 0 keeps them
 # forever. The daily roll-ups, which the dashboard, /api/usage/ and the budgets read, are kept.
 GATEWAY_LOG_RETENTION_DAYS = env.int("GATEWAY_LOG_RETENTION_DAYS", default=90)
-# Stored responses (the Responses API's `store`) have their own retention, for the module that
-# stores them to register with completions.retention (0 keeps them forever).
-GATEWAY_RESPONSE_RETENTION_DAYS = env.int("GATEWAY_RESPONSE_RETENTION_DAYS", default=30)
+# Stored responses have their own retention, GATEWAY_RESPONSES_RETENTION_DAYS (above); prune_logs
+# deletes them once expired, as `manage.py purge_responses` does.

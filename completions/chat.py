@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from django.conf import settings
 from django.http import HttpResponseBase
 
 from .exchange import Exchange
@@ -70,13 +69,12 @@ async def open_stream(
 
 
 def _account(ex: Exchange, request: ChatCompletionRequest, answer: dict[str, Any]) -> None:
-    """Usage, finish reason and (with content logging) the text of a whole answer, for the log."""
-    record = ex.record
-    if not answer.get("usage"):
+    """Usage, finish reason and the text of a whole answer, for the log."""
+    if answer.get("usage"):
+        ex.use_reported(answer["usage"])
+    else:
         # The upstream reported none: count it ourselves, and say so in the log.
         answer["usage"] = usage(count_prompt(request.messages), count_response(answer))
-        record.usage_estimated = True
-    record.set_usage(answer["usage"])
-    record.finish_reason = ",".join(sorted({str(c.get("finish_reason")) for c in answer["choices"]}))
-    if settings.GATEWAY_LOG_CONTENT:
-        record.response_text = "\n".join(c["message"].get("content") or "" for c in answer["choices"])
+        ex.use(answer["usage"]["prompt_tokens"], answer["usage"]["completion_tokens"], counted_here=True)
+    choices = answer["choices"]
+    ex.ended((str(c.get("finish_reason")) for c in choices), (c["message"].get("content") or "" for c in choices))

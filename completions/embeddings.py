@@ -42,9 +42,9 @@ async def create(ex: Exchange, request: EmbeddingRequest) -> HttpResponseBase:
 
 
 def _account(ex: Exchange, result: dict[str, Any], estimated_tokens: int) -> None:
-    if not result.get("usage"):
+    if result.get("usage"):
+        ex.use(int(result["usage"].get("prompt_tokens") or 0), 0)
+    else:
         # The upstream reported none: count it ourselves, and say so in the log.
         result["usage"] = {"prompt_tokens": estimated_tokens, "total_tokens": estimated_tokens}
-        ex.record.usage_estimated = True
-    ex.record.prompt_tokens = int(result["usage"].get("prompt_tokens") or 0)
-    ex.record.completion_tokens = 0
+        ex.use(estimated_tokens, 0, counted_here=True)

@@ -155,6 +155,15 @@ class ServiceUnavailable(GatewayError):
     code = "service_unavailable"
 
 
+def dependency_unavailable(what: str, retry_after: str = "1") -> ServiceUnavailable:
+    """The 503 for a request the gateway can't serve while one of its own dependencies is down
+    (never a 500: the client may retry, and the SDKs do)."""
+    return ServiceUnavailable(
+        f"The gateway can't {what} right now: a service it depends on is unreachable. Retry shortly.",
+        headers={"retry-after": retry_after},
+    )
+
+
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     """OpenAI's error envelope."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -26,7 +27,8 @@ from . import logs, metrics
 from .app import Gateway, current
 from .auth import authenticate
 from .caller import Caller
-from .errors import GatewayError, ModelNotFound, QuotaExceeded, RateLimited
+from .circuit import DEPENDENCY_ERRORS
+from .errors import GatewayError, ModelNotFound, QuotaExceeded, RateLimited, dependency_unavailable
 from .failover import Failover
 from .limits import Admission
 from .protocol import ChatCompletionRequest, Wire, parse_json_object, validate
@@ -146,6 +148,36 @@ class Exchange:
         record.provider, record.upstream_model, record.route_id = route.provider, route.upstream_model, route.id
         record.input_price, record.output_price = route.input_price, route.output_price
 
+    # ---- what the answer was (the only writers of the record's outcome) ----------------------
+
+    def use(self, prompt_tokens: int, completion_tokens: int, *, counted_here: bool = False) -> None:
+        """The tokens the request used; `counted_here` when the upstream reported none."""
+        record = self.record
+        record.prompt_tokens, record.completion_tokens = prompt_tokens, completion_tokens
+        record.usage_estimated = record.usage_estimated or counted_here
+
+    def use_reported(self, usage: dict[str, Any]) -> None:
+        """The upstream's own usage (`CompletionUsage`)."""
+        self.use(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+    def first_byte(self) -> None:
+        self.record.mark_first_chunk()
+
+    def ended(self, finish_reasons: Iterable[str], texts: Iterable[str]) -> None:
+        """How the answer ended, and (with content logging) its text, one line per choice."""
+        self.record.finish_reason = ",".join(sorted(set(finish_reasons)))
+        if settings.GATEWAY_LOG_CONTENT:
+            self.record.response_text = "\n".join(texts)
+
+    def client_left(self) -> None:
+        self.record.client_disconnected = True
+
+    @property
+    def usage(self) -> tuple[int, int]:
+        return self.record.prompt_tokens, self.record.completion_tokens
+
+    # ---- the answer ------------------------------------------------------------------------
+
     def respond(self, body: dict[str, Any]) -> HttpResponse:
         """The whole answer as JSON, with the rate-limit and route headers."""
         return self._with_headers(json_response(body))
@@ -161,10 +193,12 @@ class Exchange:
     def fail(self, exc: BaseException) -> None:
         """Record why the request failed (the client sees the error from the error boundary)."""
         record = self.record
+        if isinstance(exc, DEPENDENCY_ERRORS):
+            exc = dependency_unavailable("answer this request")
         if isinstance(exc, GatewayError):
             record.fail(exc.status, exc.type, exc.code, exc.loggable_message())
         elif isinstance(exc, asyncio.CancelledError):
-            record.client_disconnected = True
+            self.client_left()
             record.fail(499, "client_disconnected", None, "The client closed the connection before the answer.")
         else:
             record.fail(500, "server_error", "internal_error", type(exc).__name__)

@@ -34,7 +34,16 @@ from django.http import Http404, HttpRequest, HttpResponseBase
 from django.http.request import split_domain_port, validate_host
 from django.utils.module_loading import import_string
 
-from .errors import GatewayError, InternalError, InvalidRequest, PayloadTooLarge, error_response, not_found
+from .circuit import DEPENDENCY_ERRORS
+from .errors import (
+    GatewayError,
+    InternalError,
+    InvalidRequest,
+    PayloadTooLarge,
+    dependency_unavailable,
+    error_response,
+    not_found,
+)
 from .middleware import request_id_from
 
 logger = logging.getLogger(__name__)
@@ -68,6 +77,11 @@ def _envelope_errors(get_response: GetResponse) -> GetResponse:
         except GatewayError as exc:
             render: ErrorRenderer = getattr(request, "error_renderer", error_response)
             return render(exc)
+        except DEPENDENCY_ERRORS as exc:
+            # Every path handles its dependencies' outages itself; this is the net under them.
+            logger.warning("%s %s: a dependency failed: %s: %s", request.method, request.path, type(exc).__name__, exc)
+            render = getattr(request, "error_renderer", error_response)
+            return render(dependency_unavailable("answer this request"))
         except Exception:
             logger.exception("unhandled error for %s %s", request.method, request.path)
             render = getattr(request, "error_renderer", error_response)

@@ -20,7 +20,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.cache import cache
 from django.utils import timezone
 
 from .models import APIKey, ManagementToken, UserLimits
@@ -32,9 +31,9 @@ KEY_PREFIX = "sk-gw-"
 VISIBLE_CHARS = 12
 # Management API tokens (`Authorization: Token …`): another prefix, so neither is taken for the other.
 TOKEN_PREFIX = "gwt-"
-# The shared cache holds pickled `auth.Caller` objects: change this when Caller changes shape,
-# so workers of a new release never read an old release's entries.
-CACHE_PREFIX = "apikey:v3:"
+# The shared cache holds pickled `(auth.Caller, read_at)` pairs: change this when their shape
+# changes, so workers of a new release never read an old release's entries.
+CACHE_PREFIX = "apikey:v4:"
 
 
 def generate_secret() -> str:
@@ -101,11 +100,6 @@ def revoke_api_key(key: APIKey) -> None:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
-
-
-def forget_cached(key_hash: str) -> None:
-    """Drop a key from the shared cache so workers reload it."""
-    cache.delete(cache_key(key_hash))
 
 
 LAST_USED_EVERY = 60.0  # seconds

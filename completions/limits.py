@@ -24,22 +24,32 @@ With REDIS_URL set, all of this runs in one Redis Lua script call per admission
 and one per settlement, so the limits hold across every worker process; without
 it, in process (one process only). Budget counters live in Redis for the current
 period and are rebuilt from the daily roll-ups when missing.
+
+While Redis is unreachable, each worker admits requests in process against its
+share of every limit (`LocalLimiter` with `workers`), and rebuilds the budget
+counters Redis missed once it answers again (`RedisLimiter`). Without the
+database, a budget whose counters are not loaded yet can't be checked: its
+requests are a 503 with `retry-after`; rate limits need no database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from .caller import Scope
+from .circuit import DATABASE_ERRORS, REDIS_ERRORS, Circuit
 from .db import run_db
-from .errors import QuotaExceeded, RateLimited
+from .errors import QuotaExceeded, RateLimited, ServiceUnavailable, dependency_unavailable
 from .protocol import random_id
+
+logger = logging.getLogger(__name__)
 
 WINDOW_MS = 60_000
 RESERVATION_TTL_MS = 15 * 60_000  # a reservation older than this is a crashed worker's: dropped
@@ -92,6 +102,7 @@ class Admission:
     token: str = ""  # identifies the reservations in the budgets' ledgers
     headers: dict[str, str] = field(default_factory=dict)
     settled: bool = False
+    local: bool = False  # admitted by the in-process fallback while Redis was unreachable
 
 
 def headers_for(shares: Sequence[Share], decisions: Sequence[Decision]) -> dict[str, str]:
@@ -155,8 +166,9 @@ def refusal(share: Share, d: Decision, estimate_tokens: int) -> RateLimited | Qu
 class Limiter:
     """Interface: admit before the upstream call, settle after it."""
 
-    def __init__(self) -> None:
+    def __init__(self, database: Circuit | None = None) -> None:
         self._settling: set[asyncio.Task[None]] = set()
+        self.database = database or Circuit("database")  # budgets load the spend so far from there
 
     async def decide(self, admission: Admission, now_ms: int) -> tuple[int, list[Decision]]:
         """Check every share and take from all of them, or from none: (index of the refusing share or -1,
@@ -174,13 +186,26 @@ class Limiter:
         shares = tuple(Share(s, period_id(s.limits.period)) for s in scopes if s.limits.any)
         if not shares:
             return Admission((), estimate_tokens, estimate_nanos, settled=True)
+        return await self.admit_shares(shares, estimate_tokens, estimate_nanos)
+
+    async def admit_shares(self, shares: tuple[Share, ...], estimate_tokens: int, estimate_nanos: int) -> Admission:
         admission = Admission(shares, estimate_tokens, estimate_nanos, random_id("", 16))
         now_ms = int(time.time() * 1000)
         for _ in range(len(shares) + 1):  # each scope's budget counters may need loading once
             refused, decisions = await self.decide(admission, now_ms)
             if refused < 0 or decisions[refused].reason != "init":
                 break
-            await self.init_budget(shares[refused])
+            # The spend so far is in the database's roll-ups: without them, no budget can be checked.
+            if not self.database.allow():
+                admission.settled = True
+                raise budget_unavailable(self.database)
+            try:
+                await self.init_budget(shares[refused])
+            except DATABASE_ERRORS as exc:
+                self.database.failed(exc)
+                admission.settled = True
+                raise budget_unavailable(self.database) from exc
+            self.database.ok()
         if refused >= 0:
             admission.settled = True
             raise refusal(shares[refused], decisions[refused], estimate_tokens)
@@ -203,6 +228,10 @@ class Limiter:
         task.add_done_callback(self._settling.discard)
 
 
+def budget_unavailable(database: Circuit) -> ServiceUnavailable:
+    return dependency_unavailable("check this API key's budget", database.retry_after())
+
+
 async def load_spent(share: Share) -> tuple[int, int]:
     from .usage import spent
 
@@ -212,7 +241,7 @@ async def load_spent(share: Share) -> tuple[int, int]:
 # ---- in process ---------------------------------------------------------------------
 
 
-def seconds_to_refill(amount: float, per_minute: int) -> float:
+def seconds_to_refill(amount: float, per_minute: float) -> float:
     """How long a bucket refilling `per_minute` a minute takes to regain `amount`."""
     return amount * WINDOW_MS / per_minute / 1000
 
@@ -224,15 +253,31 @@ class _Bucket:
 
 
 class LocalLimiter(Limiter):
-    """Limits kept in this process: correct for one worker only."""
+    """Limits kept in this process: correct for one worker only.
 
-    def __init__(self) -> None:
-        super().__init__()
+    With `workers` > 1 it stands in for Redis while Redis is unreachable, as one of that many
+    worker processes: each bucket holds and refills 1/workers of its limit (at least one
+    request), and each budget admits 1/workers of what was left of it in the roll-ups when
+    this process first needed it, so the workers together stay within every limit.
+    """
+
+    def __init__(self, workers: int = 1, database: Circuit | None = None) -> None:
+        super().__init__(database)
+        self.workers = max(1, workers)
         self.buckets: dict[str, _Bucket] = {}
         self.spent: dict[str, list[int]] = {}  # budget key -> [tokens, nanos]
+        self.seed: dict[str, tuple[int, int]] = {}  # budget key -> (tokens, nanos) spent when first loaded
         self.reserved: dict[str, dict[str, tuple[int, int, int]]] = {}  # budget key -> token -> (tokens, nanos, ms)
 
-    def _refill(self, name: str, capacity: int, now_ms: int) -> _Bucket:
+    def _capacity(self, limit: int, floor: float = 0.0) -> float:
+        """This process's share of a per-minute limit."""
+        return limit if self.workers == 1 else max(floor, limit / self.workers)
+
+    def _allowance(self, budget: int, seed: int) -> float:
+        """This process's share of a budget: what was spent when it was loaded, plus 1/workers of the rest."""
+        return budget if self.workers == 1 else seed + max(0, budget - seed) / self.workers
+
+    def _refill(self, name: str, capacity: float, now_ms: int) -> _Bucket:
         bucket = self.buckets.get(name)
         if bucket is None:
             bucket = self.buckets[name] = _Bucket(capacity, now_ms)
@@ -250,6 +295,7 @@ class LocalLimiter(Limiter):
         if key not in self.spent:
             tokens, nanos = await load_spent(share)
             self.spent.setdefault(key, [tokens, nanos])
+            self.seed.setdefault(key, (tokens, nanos))
 
     async def decide(self, a: Admission, now_ms: int) -> tuple[int, list[Decision]]:
         decisions = [self._check(share, a, now_ms) for share in a.shares]
@@ -275,40 +321,45 @@ class LocalLimiter(Limiter):
             held_tokens = sum(t for t, _, _ in reservations.values())
             held_nanos = sum(n for _, n, _ in reservations.values())
             used_tokens, used_nanos = self.spent[budget_key]
-            if lim.token_budget is not None and used_tokens + held_tokens + a.estimate_tokens > lim.token_budget:
+            seed_tokens, seed_nanos = self.seed[budget_key]
+            if lim.token_budget is not None and used_tokens + held_tokens + a.estimate_tokens > self._allowance(
+                lim.token_budget, seed_tokens
+            ):
                 return Decision(ok=False, reason="token_budget")
-            if (
-                lim.spend_budget_nanos is not None
-                and used_nanos + held_nanos + a.estimate_nanos > lim.spend_budget_nanos
+            if lim.spend_budget_nanos is not None and used_nanos + held_nanos + a.estimate_nanos > self._allowance(
+                lim.spend_budget_nanos, seed_nanos
             ):
                 return Decision(ok=False, reason="spend_budget")
         d = Decision(ok=True)
         if lim.rpm is not None:
-            rpm = self._refill(f"rpm:{name}", lim.rpm, now_ms)
+            cap = self._capacity(lim.rpm, floor=1.0)
+            rpm = self._refill(f"rpm:{name}", cap, now_ms)
             if rpm.level < 1:
                 return Decision(
                     ok=False,
                     reason="requests",
-                    rpm_reset=seconds_to_refill(lim.rpm - rpm.level, lim.rpm),
-                    retry_after=seconds_to_refill(1 - rpm.level, lim.rpm),
+                    rpm_reset=seconds_to_refill(cap - rpm.level, cap),
+                    retry_after=seconds_to_refill(1 - rpm.level, cap),
                 )
             d.rpm_remaining = int(rpm.level - 1)
-            d.rpm_reset = seconds_to_refill(lim.rpm - rpm.level + 1, lim.rpm)
+            d.rpm_reset = seconds_to_refill(cap - rpm.level + 1, cap)
         if lim.tpm is not None:
-            tpm = self._refill(f"tpm:{name}", lim.tpm, now_ms)
+            cap = self._capacity(lim.tpm)
+            tpm = self._refill(f"tpm:{name}", cap, now_ms)
             if a.estimate_tokens > lim.tpm:
                 return Decision(ok=False, reason="too_large", tpm_remaining=int(tpm.level))
-            if tpm.level < a.estimate_tokens or tpm.level <= 0:
+            need = min(a.estimate_tokens, cap)  # a request bigger than this process's share waits for a full bucket
+            if tpm.level < need or tpm.level <= 0:
                 return Decision(
                     ok=False,
                     reason="tokens",
                     rpm_remaining=d.rpm_remaining,
                     tpm_remaining=int(tpm.level),
-                    tpm_reset=seconds_to_refill(lim.tpm - tpm.level, lim.tpm),
-                    retry_after=seconds_to_refill(max(a.estimate_tokens, 1) - tpm.level, lim.tpm),
+                    tpm_reset=seconds_to_refill(cap - tpm.level, cap),
+                    retry_after=seconds_to_refill(max(need, 1) - tpm.level, cap),
                 )
             d.tpm_remaining = int(tpm.level - a.estimate_tokens)
-            d.tpm_reset = seconds_to_refill(lim.tpm - tpm.level + a.estimate_tokens, lim.tpm)
+            d.tpm_reset = seconds_to_refill(cap - tpm.level + a.estimate_tokens, cap)
         return d
 
     def _take(self, share: Share, a: Admission, d: Decision, now_ms: int) -> None:
@@ -325,8 +376,9 @@ class LocalLimiter(Limiter):
         for share in a.shares:
             lim = share.scope.limits
             if lim.tpm is not None:
-                bucket = self._refill(f"tpm:{share.scope.name}", lim.tpm, now_ms)
-                bucket.level = max(-lim.tpm, bucket.level - (tokens - a.estimate_tokens))
+                cap = self._capacity(lim.tpm)
+                bucket = self._refill(f"tpm:{share.scope.name}", cap, now_ms)
+                bucket.level = max(-cap, bucket.level - (tokens - a.estimate_tokens))
             if lim.has_budget:
                 budget_key = self._budget_key(share)
                 self.reserved.get(budget_key, {}).pop(a.token, None)
@@ -457,26 +509,70 @@ def _or_none(value: int | None) -> int:
     return -1 if value is None else value
 
 
-class RedisLimiter(Limiter):
-    """Limits kept in Redis, atomic across all workers (one Lua script call per admission and per settlement)."""
+MAX_ORPHANS = 100_000
 
-    def __init__(self, url: str, prefix: str) -> None:
-        super().__init__()
+
+class RedisLimiter(Limiter):
+    """Limits kept in Redis, atomic across all workers (one Lua script call per admission and per settlement).
+
+    While Redis is unreachable (the process's Redis circuit is open), requests are admitted by an
+    in-process `LocalLimiter` standing in as one of GATEWAY_WORKERS workers (see there), and Redis
+    is probed again every few seconds. Once it answers, the budget counters that missed spend
+    during the outage are rebuilt from the roll-ups (after this worker's log rows are written,
+    so the roll-ups hold that spend), and reservations whose settlement never reached Redis are
+    released.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        *,
+        circuit: Circuit | None = None,
+        database: Circuit | None = None,
+        workers: int = 1,
+        timeout: float = 1.0,
+        logged: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        super().__init__(database)
         self.url = url
         self.prefix = prefix
+        self.circuit = circuit or Circuit("Redis")
+        self.workers = workers
+        self.timeout = timeout
+        self.logged = logged  # waits until this process's request-log rows so far are written
+        self.fallback = LocalLimiter(workers, self.database)
+        self._fallback_used = False
+        self._missed: set[Share] = set()  # budgets whose Redis counters lack spend
+        self._orphans: list[tuple[Share, str]] = []  # reservations Redis holds for settled requests
+        self._reconciling: asyncio.Task[None] | None = None
         self._clients: dict[Any, Any] = {}
 
     def _client(self) -> Any:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=5)
+            # One immediate retry (a pooled connection Redis closed when it restarted), no backoff:
+            # an unreachable Redis costs one connect timeout, then the circuit skips it.
+            client = redis.Redis.from_url(
+                self.url,
+                decode_responses=True,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+            )
             self._clients[loop] = client
             self._admit = client.register_script(_ADMIT)
             self._settle = client.register_script(_SETTLE)
         return client
+
+    async def ping(self) -> None:
+        """Raise unless Redis answers (readiness)."""
+        await self._client().ping()
 
     def _keys(self, share: Share) -> dict[str, str]:
         base = f"{self.prefix}:lim:{share.scope.name}"
@@ -489,6 +585,26 @@ class RedisLimiter(Limiter):
             "reservations": f"{budget}:held",
             "amounts": f"{budget}:held-amounts",
         }
+
+    async def admit_shares(self, shares: tuple[Share, ...], estimate_tokens: int, estimate_nanos: int) -> Admission:
+        if self.circuit.allow():
+            try:
+                return await super().admit_shares(shares, estimate_tokens, estimate_nanos)
+            except REDIS_ERRORS as exc:
+                self.circuit.failed(exc)
+        self._fallback_used = True
+        admission = await self.fallback.admit_shares(shares, estimate_tokens, estimate_nanos)
+        admission.local = True
+        return admission
+
+    def _answered(self) -> None:
+        """Redis answered: after an outage, start the reconciliation and drop the stand-in's counts."""
+        self.circuit.ok()
+        if self._fallback_used:
+            self._fallback_used = False
+            self.fallback = LocalLimiter(self.workers, self.database)  # the next outage starts from the roll-ups
+        if (self._missed or self._orphans) and self._reconciling is None:
+            self._reconciling = asyncio.get_running_loop().create_task(self._reconcile())
 
     async def init_budget(self, share: Share) -> None:
         client = self._client()
@@ -508,6 +624,7 @@ class RedisLimiter(Limiter):
             args += [_or_none(lim.rpm), _or_none(lim.tpm), _or_none(lim.token_budget)]
             args += [_or_none(lim.spend_budget_nanos), "1" if lim.has_budget else "0"]
         result = await self._admit(keys=keys, args=args, client=client)
+        self._answered()
         reason, index = result[0], int(result[1])
         if reason != "ok":
             rpm_left, rpm_reset, tpm_left, tpm_reset, retry = result[2:7]
@@ -536,10 +653,65 @@ class RedisLimiter(Limiter):
         return -1, decisions
 
     async def settle_counts(self, a: Admission, tokens: int, nanos: int) -> None:
-        keys: list[str] = []
-        args: list[Any] = [int(time.time() * 1000), tokens - a.estimate_tokens, tokens, nanos, a.token, len(a.shares)]
-        for share in a.shares:
+        budgets = [share for share in a.shares if share.scope.limits.has_budget]
+        if a.local:
+            await self.fallback.settle_counts(a, tokens, nanos)
+            self._missed.update(budgets)
+            return
+        if self.circuit.allow():
+            keys: list[str] = []
+            args: list[Any] = [int(time.time() * 1000), tokens - a.estimate_tokens, tokens, nanos, a.token]
+            args.append(len(a.shares))
+            for share in a.shares:
+                k = self._keys(share)
+                keys += [k["tpm"], k["spent_tokens"], k["spent_nanos"], k["reservations"], k["amounts"]]
+                args += [_or_none(share.scope.limits.tpm), "1" if share.scope.limits.has_budget else "0"]
+            try:
+                await self._settle(keys=keys, args=args, client=self._client())
+            except REDIS_ERRORS as exc:
+                self.circuit.failed(exc)
+            else:
+                self._answered()
+                return
+        # Redis missed this settlement: its spend is not counted there and its reservation stays held.
+        self._missed.update(budgets)
+        if len(self._orphans) < MAX_ORPHANS:
+            self._orphans += [(share, a.token) for share in budgets]
+
+    async def _reconcile(self) -> None:
+        """Rebuild the budget counters Redis missed spend for, and release the reservations it kept."""
+        try:
+            while self._missed or self._orphans:
+                if self.logged is not None and not await self.logged():
+                    await asyncio.sleep(self.circuit.retry_seconds)  # the database is slow or down: wait
+                    continue
+                missed, orphans = self._missed, self._orphans
+                self._missed, self._orphans = set(), []
+                try:
+                    await self._forget(missed, orphans)
+                except REDIS_ERRORS as exc:
+                    self.circuit.failed(exc)
+                    self._missed |= missed
+                    self._orphans += orphans
+                    return  # the next answer from Redis starts again
+                logger.warning(
+                    "Redis limits reconciled after an outage: %d budget counters rebuilt from the roll-ups, "
+                    "%d reservations released",
+                    len(missed),
+                    len(orphans),
+                )
+        finally:
+            self._reconciling = None
+
+    async def _forget(self, missed: set[Share], orphans: list[tuple[Share, str]]) -> None:
+        """Delete the missed counters (the next admission loads them from the roll-ups, which now hold
+        the outage's spend) and the orphaned reservations."""
+        pipe = self._client().pipeline(transaction=False)
+        for share in missed:
             k = self._keys(share)
-            keys += [k["tpm"], k["spent_tokens"], k["spent_nanos"], k["reservations"], k["amounts"]]
-            args += [_or_none(share.scope.limits.tpm), "1" if share.scope.limits.has_budget else "0"]
-        await self._settle(keys=keys, args=args, client=self._client())
+            pipe.delete(k["spent_tokens"], k["spent_nanos"])
+        for share, token in orphans:
+            k = self._keys(share)
+            pipe.zrem(k["reservations"], token)
+            pipe.hdel(k["amounts"], f"{token}:t", f"{token}:n")
+        await pipe.execute()

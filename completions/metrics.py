@@ -77,7 +77,7 @@ UNKNOWN_MODEL = "(unknown)"
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 # gen_ai.operation.name for each of the gateway's endpoints (others keep their endpoint name).
-OPERATIONS = {"chat.completions": "chat", "embeddings": "embeddings"}
+OPERATIONS = {"chat.completions": "chat", "responses": "chat", "embeddings": "embeddings"}
 GENAI = ("gen_ai_operation_name", "gen_ai_request_model", "gen_ai_provider_name")
 
 REQUESTS = Counter(

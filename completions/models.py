@@ -264,3 +264,28 @@ class LatencyDaily(models.Model):
     class Meta:
         verbose_name = "daily latency histogram"
         constraints = [models.UniqueConstraint(fields=["day", "model", "bucket_ms"], name="latency_daily_unique")]
+
+
+class StoredResponse(models.Model):
+    """A Responses API answer kept with `store: true`, with every input item it saw; owned by the key's user.
+
+    `previous_response_id` continues from `input_items` + the response's `output`. Rows expire after
+    GATEWAY_RESPONSES_RETENTION_DAYS (`expires_at`; none when retention is 0).
+    """
+
+    id = models.CharField(primary_key=True, max_length=64)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    api_key = models.ForeignKey(APIKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    model = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    previous_response_id = models.CharField(max_length=64, blank=True)
+    response = models.JSONField(help_text="The Response object as the client received it.")
+    input_items = models.JSONField(default=list, help_text="Every input item, the continued history first.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["user", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.model})"

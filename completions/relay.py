@@ -8,7 +8,6 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Protocol
 
 import orjson
-from django.conf import settings
 
 from .errors import GatewayError, InternalError, UpstreamError, upstream_timeout
 from .exchange import Exchange
@@ -118,6 +117,7 @@ class Relay:
         self.finish_reasons: dict[int, str] = {}
         self.texts: dict[int, list[str]] = {}  # the content relayed, per choice
         self.got_usage = False
+        self.estimated = False
         self.finished = False
         self._events = self._run()
 
@@ -130,12 +130,11 @@ class Relay:
     async def aclose(self) -> None:
         """Stop relaying; a stream closed before it ended counts as a client disconnect."""
         if not self.finished:
-            self.exchange.record.client_disconnected = True
+            self.exchange.client_left()
         await self._events.aclose()  # runs _run's cleanup if it had started
         await self._finish()  # and this one if it had not
 
     async def _run(self) -> AsyncGenerator[bytes, None]:
-        record = self.exchange.record
         idle = self.route.idle_timeout
         loop = asyncio.get_running_loop()
         try:
@@ -159,7 +158,7 @@ class Relay:
                 counted_here = not self.got_usage
                 if counted_here:
                     self._estimate_usage()
-                end = self.dialect.end(record.prompt_tokens, record.completion_tokens, counted_here)
+                end = self.dialect.end(*self.exchange.usage, counted_here)
             except TimeoutError:
                 err = upstream_timeout(self.route.provider, f"no data for {idle:g} s")
                 self.exchange.fail(err)
@@ -174,7 +173,7 @@ class Relay:
             await self._finish()  # the log row is queued before the client sees the stream end
             yield end
         except (asyncio.CancelledError, GeneratorExit):
-            record.client_disconnected = True
+            self.exchange.client_left()
             raise
         finally:
             await self._finish()
@@ -182,13 +181,12 @@ class Relay:
     def _event(self, chunk: dict[str, Any]) -> bytes | None:
         """Account for one upstream chunk and encode it for the client."""
         choices = chunk["choices"]
-        record = self.exchange.record
         if not choices and chunk.get("usage"):
             self.got_usage = True
-            record.set_usage(chunk["usage"])
+            self.exchange.use_reported(chunk["usage"])
         else:
             self._note(choices)
-            record.mark_first_chunk()
+            self.exchange.first_byte()
         return self.dialect.chunk(chunk)
 
     def _note(self, choices: list[dict[str, Any]]) -> None:
@@ -202,24 +200,20 @@ class Relay:
 
     def _estimate_usage(self) -> None:
         """Count the tokens ourselves when the upstream reported none (e.g. the stream was cut short)."""
-        record = self.exchange.record
-        record.prompt_tokens = count_prompt(self.request.messages)
-        record.completion_tokens = count_tokens("".join("".join(t) for t in self.texts.values()))
-        record.usage_estimated = True
+        relayed = count_tokens("".join("".join(t) for t in self.texts.values()))
+        self.exchange.use(count_prompt(self.request.messages), relayed, counted_here=True)
+        self.estimated = True
 
     async def _finish(self) -> None:
         if self.finished:
             return
         self.finished = True
-        record = self.exchange.record
         try:
             await close_quietly(self.stream)
         finally:
-            record.finish_reason = ",".join(sorted(set(self.finish_reasons.values())))
-            if not self.got_usage and not record.usage_estimated:
+            if not self.got_usage and not self.estimated:
                 self._estimate_usage()
-            if settings.GATEWAY_LOG_CONTENT:
-                record.response_text = "\n".join("".join(self.texts[i]) for i in sorted(self.texts))
+            self.exchange.ended(self.finish_reasons.values(), ("".join(self.texts[i]) for i in sorted(self.texts)))
             self.exchange.close()
 
 

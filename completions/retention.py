@@ -11,12 +11,12 @@ JSON-lines file, flushed to disk before the batch is deleted.
 The daily roll-ups (`UsageDaily`, `LatencyDaily`), which the dashboard, `/api/usage/` and the
 budgets read, are not targets: usage and spend stay whole after the rows behind them are gone.
 
-Targets: the request log and its set-aside rows (GATEWAY_LOG_RETENTION_DAYS). Another module
-with rows of its own registers them, with a retention of their own, e.g. stored responses
-(the Responses API's `store`):
+Targets: the request log and its set-aside rows (GATEWAY_LOG_RETENTION_DAYS), and the stored
+responses of the Responses API, which carry their own expiry (`expires_at`, set from
+GATEWAY_RESPONSES_RETENTION_DAYS when stored) and go once it has passed. Another module with
+rows of its own registers them the same way:
 
-    retention.register(retention.Target(
-        "responses", "completions.StoredResponse", days=lambda: settings.GATEWAY_RESPONSE_RETENTION_DAYS))
+    retention.register(retention.Target("things", "app.Thing", days=lambda: settings.THING_DAYS))
 
 `manage.py prune_logs` runs every registered target (the compose `retention` service runs it
 once a day; cron works as well).
@@ -42,12 +42,14 @@ from django.utils import timezone
 
 @dataclass(frozen=True)
 class Target:
-    """Rows of one model deleted once `field` is older than `days()` days (0: kept forever)."""
+    """Rows of one model deleted once `field` is older than `days()` days (0: kept forever), or, for
+    an `expires` target, once the time in `field` has passed (a row without one never expires)."""
 
     name: str
     model: str  # "app_label.ModelName"
-    days: Callable[[], int]
+    days: Callable[[], float]
     field: str = "created_at"
+    expires: bool = False
 
     def model_class(self) -> type[models.Model]:
         return apps.get_model(self.model)
@@ -63,6 +65,15 @@ def register(target: Target) -> Target:
 
 register(Target("request_log", "completions.RequestLog", lambda: settings.GATEWAY_LOG_RETENTION_DAYS))
 register(Target("set_aside_log_rows", "completions.SetAsideLogRow", lambda: settings.GATEWAY_LOG_RETENTION_DAYS))
+register(
+    Target(
+        "stored_responses",
+        "completions.StoredResponse",
+        lambda: settings.GATEWAY_RESPONSES_RETENTION_DAYS,
+        field="expires_at",
+        expires=True,
+    )
+)
 
 
 @dataclass
@@ -103,7 +114,7 @@ class _Archive:
 
 def prune(
     target: Target,
-    days: int | None = None,
+    days: float | None = None,
     *,
     batch_size: int = 5000,
     pause: float = 0.05,
@@ -113,11 +124,15 @@ def prune(
 ) -> Pruned:
     """Delete (after archiving, with `archive_dir`) the target's rows older than `days` (default: its
     setting). With `dry_run`, count them instead."""
-    days = target.days() if days is None else days
-    if days <= 0:
-        return Pruned(target.name, None)
+    now = now or timezone.now()
+    if target.expires:
+        cutoff = now  # each row's own expiry; `days` only set it when the row was stored
+    else:
+        days = target.days() if days is None else days
+        if days <= 0:
+            return Pruned(target.name, None)
+        cutoff = now - timedelta(days=days)
     model = target.model_class()
-    cutoff = (now or timezone.now()) - timedelta(days=days)
     old = model._default_manager.filter(**{f"{target.field}__lt": cutoff})
     result = Pruned(target.name, cutoff)
     if dry_run:

@@ -23,11 +23,17 @@ from typing import Any
 
 from django.conf import settings
 
+from .circuit import DATABASE_ERRORS, Circuit
 from .db import run_db
-from .errors import ModelNotFound
+from .errors import ModelNotFound, ServiceUnavailable, dependency_unavailable
 from .providers import Provider, Route, known, provider_class
+from .shared import SharedCache
 
 logger = logging.getLogger(__name__)
+
+# The database's routes as last read (the route version and pickled `Route` objects), for a worker
+# that starts while the database is down: change the key when Route changes shape.
+SNAPSHOT_KEY = "routes:snapshot:v2"
 
 
 def _price(value: str) -> Decimal:
@@ -176,9 +182,16 @@ class Router:
     process that changed a route itself reloads before its next request; every other
     process polls the version every GATEWAY_ROUTE_CHECK_SECONDS in the background, so no
     request waits for the check, and reloads when it moved. No Redis needed.
+
+    The database being down does not take the table away: the current one is kept (and the
+    version polled again once the database answers). A process that starts while it is down
+    loads the last table any worker read, from the shared cache; without one, requests are a
+    503 with `retry-after`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shared: SharedCache | None = None, database: Circuit | None = None) -> None:
+        self.shared = shared or SharedCache()
+        self.database = database or Circuit("database")
         self._table: RouteTable | None = None
         self._version: int | None = None  # the route version the table was built from
         self._generation = 0  # bumped by invalidate(): a change this process made
@@ -215,15 +228,48 @@ class Router:
 
     async def _load(self) -> None:
         generation = self._generation
-        version, table = await run_db(load_table)
-        self._table, self._version, self._built_generation = table, version, generation
+        try:
+            loaded = await run_db(self._read)
+        except DATABASE_ERRORS as exc:  # from the connection's own upkeep, outside _read
+            self.database.failed(exc)
+            loaded = None
+        if loaded is None:
+            loaded = self._snapshot() if self._table is None else None
+            if loaded is None:
+                return  # keep the current table; the next poll tries the database again
+        self._version, self._table = loaded
+        self._built_generation = generation
         self._checked = time.monotonic()
+
+    def _read(self) -> tuple[int | None, RouteTable] | None:
+        """The version and the table from the database (sync), also kept as the shared snapshot;
+        None while the database is down."""
+        if not self.database.allow():
+            return None
+        try:
+            version, routes = route_version(), database_routes()
+        except DATABASE_ERRORS as exc:
+            self.database.failed(exc)
+            return None
+        self.database.ok()
+        self.shared.set(SNAPSHOT_KEY, (version, routes), None)
+        return version, RouteTable.build(builtin_routes(), routes)
+
+    def _snapshot(self) -> tuple[int | None, RouteTable]:
+        """The last table any worker read (its version unknown, so the next poll reloads), or the 503."""
+        snapshot = self.shared.get(SNAPSHOT_KEY)
+        if snapshot is None:
+            raise routes_unavailable(self.database)
+        _, routes = snapshot
+        return None, RouteTable.build(builtin_routes(), list(routes))
 
     async def _poll(self) -> None:
         """Reload when another process changed the routes (runs in the background)."""
         try:
-            if await run_db(route_version) != self._version:
+            if self.database.allow() and await run_db(route_version) != self._version:
                 await self._reload()
+        except DATABASE_ERRORS as exc:
+            self.database.failed(exc)
         except Exception:
             logger.warning("checking the route version failed; keeping the current table", exc_info=True)
         finally:
@@ -271,11 +317,8 @@ def route_version() -> int:
     return RouteTableVersion.objects.filter(pk=1).values_list("version", flat=True).first() or 0
 
 
-def load_table() -> tuple[int, RouteTable]:
-    """The route version and the table built from it (sync). The version is read first: a change
-    committed in between shows up as a newer version at the next poll, never as a missed one."""
-    version = route_version()
-    return version, RouteTable.build(builtin_routes(), database_routes())
+def routes_unavailable(database: Circuit) -> ServiceUnavailable:
+    return dependency_unavailable("load its routing table", database.retry_after())
 
 
 def bump_version() -> None:

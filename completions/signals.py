@@ -9,8 +9,8 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from .app import routes_changed
-from .keys import forget_cached
+from .app import current, routes_changed
+from .keys import cache_key
 from .models import APIKey, ModelRoute, UserLimits
 
 
@@ -29,6 +29,11 @@ def _user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
 def _user_limits_changed(sender: Any, instance: UserLimits, **kwargs: Any) -> None:
     # The defaults a user's keys inherit changed.
     _forget_user_keys(instance.user_id)
+
+
+def forget_cached(key_hash: str) -> None:
+    """Drop a key from the shared cache so workers reload it (once Redis answers, if it is down)."""
+    current().shared.delete(cache_key(key_hash))
 
 
 def _forget_user_keys(user_id: int) -> None:

@@ -81,7 +81,7 @@ async def retrieve_model(request: HttpRequest, model: str) -> HttpResponseBase:
 
 @api_view("GET")
 async def healthz(request: HttpRequest) -> HttpResponseBase:
-    """GET /healthz: the process serves requests; how many log rows wait to be written."""
+    """GET /healthz: the process serves requests (no I/O); how many log rows wait to be written."""
     log = current().log
     return json_response({"status": "ok", "log_backlog": log.pending(), "log_set_aside": log.set_aside})
 
@@ -115,3 +115,15 @@ async def metrics_view(request: HttpRequest) -> HttpResponseBase:
     authorize_scrape(request)
     body = await asyncio.to_thread(metrics.render)  # reads each worker's file: off the event loop
     return HttpResponse(body, content_type=METRICS_CONTENT_TYPE)
+
+
+@api_view("GET")
+async def readyz(request: HttpRequest) -> HttpResponseBase:
+    """GET /readyz: 200 when the database, Redis (if configured) and the log backlog are fine, else 503
+    naming what fails; checked at most once a second (see `readiness.py`)."""
+    gateway = current()
+    ready, body = await gateway.readiness.check(gateway)
+    response = json_response(body, 200 if ready else 503)
+    if not ready:
+        response["retry-after"] = "1"
+    return response

@@ -67,6 +67,7 @@ def assert_agree() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # 2,024 requests: over a minute on a loaded 2-core machine
 def test_rollups_match_the_log_after_thousands_of_mixed_requests(gateway: Any, django_user_model: Any) -> None:
     ModelRoute.objects.create(
         model_name="priced",

@@ -132,6 +132,9 @@ def test_the_sdk_works_through_the_proxy(deployment: Deployment, transactional_d
         assert len(client.embeddings.create(model="mock-gpt-model", input=["a", "b"]).data) == 2
     http = httpx.Client(base_url=deployment.proxy.url, timeout=30)
     assert http.get("/healthz").json()["status"] == "ok"
+    for url in (deployment.proxy.url, deployment.a.url, deployment.b.url):  # what the healthchecks probe
+        ready = httpx.get(url + "/readyz", headers={"Host": "10.0.0.7:8000"}, timeout=10)
+        assert ready.status_code == 200, ready.text
     assert http.get("/metrics").status_code == 404  # never through the proxy
     echoed = http.get("/v1/models", headers={"Authorization": f"Bearer {key}", "x-request-id": "through-nginx-1"})
     assert echoed.headers["x-request-id"] == "through-nginx-1"

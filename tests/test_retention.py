@@ -108,6 +108,20 @@ def test_set_aside_rows_share_the_log_retention(transactional_db: Any, settings:
     assert list(SetAsideLogRow.objects.values_list("request_id", flat=True)) == ["new"]
 
 
+def test_stored_responses_go_once_expired(transactional_db: Any, django_user_model: Any) -> None:
+    """Stored responses carry their own expiry (GATEWAY_RESPONSES_RETENTION_DAYS when stored)."""
+    from completions.models import StoredResponse
+
+    user = django_user_model.objects.create_user("storer")
+    now = timezone.now()
+    for name, expires in (("gone", now - timedelta(minutes=1)), ("kept", now + timedelta(days=1)), ("forever", None)):
+        StoredResponse.objects.create(id=f"resp_{name}", user=user, model="m", response={}, expires_at=expires)
+    out = io.StringIO()
+    call_command("prune_logs", "--target", "stored_responses", "--pause", "0", stdout=out)
+    assert sorted(StoredResponse.objects.values_list("id", flat=True)) == ["resp_forever", "resp_kept"]
+    assert "stored_responses: deleted 1 rows expired before" in out.getvalue()
+
+
 def test_another_module_registers_its_own_rows_with_their_own_retention(
     transactional_db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -69,12 +69,13 @@ def test_below_the_limit_the_right_password_works_and_resets_the_count(admin_use
 
 @pytest.mark.django_db
 def test_the_lockout_ends_after_the_cool_off(admin_user: Any) -> None:
-    with override_settings(AXES_COOLOFF_TIME=timedelta(seconds=1)):
+    # A cool-off long enough that a slow password hash can't outlast it between two attempts.
+    with override_settings(AXES_COOLOFF_TIME=timedelta(seconds=4)):
         client = Client()
         for _ in range(settings.AXES_FAILURE_LIMIT):
             login(client, "wrong")
         assert login(client, "correct horse battery").status_code == 429
-        time.sleep(2.1)  # the refused attempt above restarted the cool-off
+        time.sleep(4.5)  # the refused attempt above restarted the cool-off
         assert login(client, "correct horse battery").status_code == 302 and signed_in(client)
 
 

@@ -786,7 +786,10 @@ def http_options(route: Route) -> types.HttpOptions:
         timeout=int(read * 1000),
         retry_options=types.HttpRetryOptions(attempts=1),
         async_client_args={
-            "event_hooks": {"request": [connect_timeout_hook(route.connect_timeout)], "response": [remember_response]}
+            "event_hooks": {"request": [connect_timeout_hook(route.connect_timeout)], "response": [remember_response]},
+            # An explicit transport keeps the SDK on httpx even where aiohttp is installed (it would switch
+            # to aiohttp, and the hooks above, the stream closing and the error mapping are httpx's).
+            "transport": httpx.AsyncHTTPTransport(),
         },
     )
     if route.base_url:

@@ -2,7 +2,8 @@
 
 It echoes the last user message (or the last tool result), streams it word by
 word, honours `max_tokens` (finish `length`), `stop`, `n`, `logprobs`,
-`response_format: json_object` and function tools, and counts tokens the same
+`response_format` `json_object` (`{"echo": text}`) and `json_schema` (a value
+fitting the schema, strings holding the text) and function tools, and counts tokens the same
 way in both modes. Tool calls: with `tool_choice` "required" or a named
 function it calls that tool; with "auto" it calls the first tool whose name
 appears in the user's message. Route options `latency_ms` (before the answer)
@@ -23,7 +24,7 @@ import orjson
 
 from .. import protocol as p
 from ..tokens import count_prompt, count_tokens, split_tokens
-from .base import Prepared, Provider, invalid, unsupported
+from .base import Prepared, Provider, invalid
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,19 @@ def sample_arguments(fn: p.FunctionDefinition, text: str) -> dict[str, Any]:
     return out
 
 
+def sample_value(schema: dict[str, Any], text: str, depth: int = 0) -> Any:
+    """A value that fits a JSON schema (for `json_schema` output): strings get the user's text."""
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object" and depth < 8:
+        props: dict[str, Any] = schema.get("properties") or {}
+        return {name: sample_value(props[name] or {}, text, depth + 1) for name in props}
+    defaults = {"string": text, "number": 0, "integer": 0, "boolean": False, "array": [], "null": None}
+    return defaults.get(kind, {})
+
+
 # Like a real model's output limit: past it, the answer is cut with finish_reason "length".
 MAX_OUTPUT_TOKENS = 4096
 # The most tokens one request may make the mock produce over all its `n` choices.
@@ -119,6 +133,8 @@ def answer(request: p.ChatCompletionRequest, max_output_tokens: int = MAX_OUTPUT
             return Answer(tokens=[], finish_reason="tool_calls", tool_call=call)
     if isinstance(request.response_format, p.ResponseFormatJsonObject):
         text = orjson.dumps({"echo": text}).decode()
+    elif isinstance(request.response_format, p.ResponseFormatJsonSchema):
+        text = orjson.dumps(sample_value(request.response_format.json_schema.schema_ or {}, text)).decode()
     finish = "stop"
     for stop in request.stop_sequences:
         cut = text.find(stop)
@@ -172,11 +188,6 @@ class MockProvider(Provider):
 
     def translate(self, request: p.ChatCompletionRequest) -> Answer:
         """The answer, worked out once; refused before any work if its `n` choices are too large."""
-        if isinstance(request.response_format, p.ResponseFormatJsonSchema):
-            raise unsupported(
-                "response_format",
-                "The mock model does not support `response_format` of type `json_schema`; use `json_object`.",
-            )
         ans = answer(request, int(self.route.options.get("max_output_tokens", MAX_OUTPUT_TOKENS)))
         if ans.completion_tokens * request.choices > MAX_TOTAL_OUTPUT_TOKENS:
             raise invalid(

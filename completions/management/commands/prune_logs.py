@@ -1,6 +1,6 @@
 """python manage.py prune_logs: delete request-log rows (and every registered target) past retention.
 
-Rows older than GATEWAY_LOG_RETENTION_DAYS (stored responses: their own setting) are deleted
+Rows older than GATEWAY_LOG_RETENTION_DAYS (stored responses: once expired) are deleted
 in batches of consecutive keys, each its own short transaction (completions/retention.py);
 the daily roll-ups stay, so the dashboard, /api/usage/ and budgets are unchanged. `--archive
 DIR` first writes the rows to gzipped JSON lines there. `--every SECONDS` repeats forever (the
@@ -22,7 +22,9 @@ class Command(BaseCommand):
     help = "Delete (or archive, then delete) request-log rows and other registered rows older than their retention."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--days", type=int, default=None, help="Override every target's retention (days).")
+        parser.add_argument(
+            "--days", type=float, default=None, help="Override the retention (days) of every target by age."
+        )
         parser.add_argument(
             "--target", action="append", default=None, help=f"Only these targets (of {', '.join(retention.TARGETS)})."
         )
@@ -62,7 +64,8 @@ class Command(BaseCommand):
             self.stdout.write(f"{target.name}: kept forever (retention 0 days)")
             return
         verb = "would delete" if options["dry_run"] else "deleted"
-        line = f"{target.name}: {verb} {result.deleted} rows older than {result.cutoff:%Y-%m-%d %H:%M} UTC"
+        what = "expired before" if target.expires else "older than"
+        line = f"{target.name}: {verb} {result.deleted} rows {what} {result.cutoff:%Y-%m-%d %H:%M} UTC"
         if not options["dry_run"]:
             slowest = max(result.batch_seconds, default=0.0)
             line += f" in {result.batches} batches, {result.seconds:.1f} s (slowest batch {slowest * 1000:.0f} ms)"
