@@ -12,6 +12,8 @@ WORKERS ?= 1
 # The settings refuse to start without SECRET_KEY unless DEBUG is on (README, Security).
 # `make run` is for this machine: DEBUG on, unless the environment says otherwise.
 run migrate: export DEBUG ?= true
+# A terminal reads plain lines better than JSON (deployments keep the default, json).
+run: export LOG_FORMAT ?= plain
 # The benchmark serves as a deployment does (DEBUG off), with a throwaway key.
 bench: export SECRET_KEY ?= bench-only-$(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')
 

@@ -7,6 +7,8 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "compat_api.settings")
+    # Log lines go to stderr here: a command's own output (a new key, say) is on stdout.
+    os.environ.setdefault("LOG_STREAM", "stderr")
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 import django
@@ -29,9 +31,21 @@ gateway_app = GatewayASGIHandler()
 install(build())  # this process's state: routes, breakers, log writer, limiter, key cache
 
 
+async def requests_closed(seconds: float = 3.0) -> None:
+    """Wait (at most `seconds`) until every request has closed its exchange: requests the server
+    cancelled at the end of its grace period finish their cleanup, which queues their log rows."""
+    deadline = time.monotonic() + seconds
+    while current().inflight > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
 async def lifespan(receive: Any, send: Any) -> None:
     """Startup starts the request-log threads (which replay what stopped processes left in the spool);
-    shutdown writes the pending request log (or leaves it in the spool) and closes upstream pools."""
+    shutdown writes the pending request log (or leaves it in the spool) and closes upstream pools.
+
+    The server runs shutdown after it stopped accepting and its in-flight requests ended (or were
+    cancelled at the end of the grace period, compat_api/worker.py): every request's row is
+    queued by then."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -39,6 +53,9 @@ async def lifespan(receive: Any, send: Any) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             try:
+                await requests_closed()
+                if current().inflight:
+                    logger.error("shutting down with %d requests still open", current().inflight)
                 await current().aclose()
                 await sync_to_async(current().log.close, thread_sensitive=False)(30.0)
                 await run_db(connections.close_all)

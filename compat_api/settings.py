@@ -1,5 +1,7 @@
 """Django settings for the gateway, read from the environment (and an optional `.env`)."""
 
+import ipaddress
+import logging
 import os
 import re
 import secrets
@@ -245,12 +247,22 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
+# Logs (README, Operations): one JSON object per line on stdout (LOG_FORMAT=json, the default),
+# or `time level logger message key=value` lines (plain, for a terminal); one line per request
+# from the `gateway.request` logger at INFO (LOG_LEVEL=WARNING drops them). Lines are written by
+# a thread of their own, never on the event loop.
+LOG_FORMAT = env.str("LOG_FORMAT", default="json").strip().lower()
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain; got {LOG_FORMAT!r}.")
+os.environ["LOG_FORMAT"] = LOG_FORMAT  # the formatter (completions.logs, no Django) reads it there
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+logging.captureWarnings(True)  # Python warnings become log lines in the same format
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "formatters": {"gateway": {"()": "completions.logs.make_formatter"}},
+    "handlers": {"stdout": {"class": "completions.logs.BackgroundStreamHandler", "formatter": "gateway"}},
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     # Provider SDKs log every upstream request at INFO through httpx/httpx2: too chatty for a gateway.
     "loggers": {
         "django.request": {"level": "ERROR"},
@@ -311,3 +323,24 @@ GATEWAY_USERS_CREATE_KEYS = env.bool("GATEWAY_USERS_CREATE_KEYS", default=True)
 GATEWAY_DEBUG_HEADERS = env.bool("GATEWAY_DEBUG_HEADERS", default=False)
 # Responses API: how long responses kept with `store: true` stay retrievable (0 = until deleted).
 GATEWAY_RESPONSES_RETENTION_DAYS = env.float("GATEWAY_RESPONSES_RETENTION_DAYS", default=30)
+
+# ---- Operations (README, Operations) ---------------------------------------------------------
+# /metrics answers connections from these networks, or any connection with
+# `Authorization: Bearer <GATEWAY_METRICS_TOKEN>` (when set).
+GATEWAY_METRICS_TOKEN = env.str("GATEWAY_METRICS_TOKEN", default="")
+GATEWAY_METRICS_NETWORKS = [
+    n.strip() for n in env.list("GATEWAY_METRICS_NETWORKS", default=["127.0.0.1/32", "::1/128"]) if n.strip()
+]
+for _network in GATEWAY_METRICS_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"GATEWAY_METRICS_NETWORKS: {_network!r} is not a network (e.g. 10.0.0.0/8 or 127.0.0.1/32)."
+        ) from None
+# Retention (`manage.py prune_logs`): request-log rows (and set-aside rows) older than this many
+# days are deleted, in batches, by the `retention` compose service or a cron job; 0 keeps them
+# forever. The daily roll-ups, which the dashboard, /api/usage/ and the budgets read, are kept.
+GATEWAY_LOG_RETENTION_DAYS = env.int("GATEWAY_LOG_RETENTION_DAYS", default=90)
+# Stored responses have their own retention, GATEWAY_RESPONSES_RETENTION_DAYS (above); prune_logs
+# deletes them once expired, as `manage.py purge_responses` does.

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from completions.dashboard import dashboard_view
-from completions.views import healthz, readyz
+from completions.views import healthz, metrics_view, readyz
 
 urlpatterns = [
     path("admin/usage/", admin.site.admin_view(dashboard_view), name="usage-dashboard"),
@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/", include("completions.api.urls")),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("", include("completions.urls")),
 ]
 

@@ -44,6 +44,7 @@ class Gateway:
     shared: SharedCache = field(default_factory=SharedCache)
     database: Circuit = field(default_factory=lambda: Circuit("database"))
     readiness: Readiness = field(default_factory=Readiness)
+    inflight: int = 0  # exchanges opened and not yet closed (shutdown waits for them to close)
 
     async def aclose(self) -> None:
         """Release upstream connection pools (shutdown)."""

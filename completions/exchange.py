@@ -14,6 +14,7 @@ a streamed one hands closing to its stream, which closes when the stream ends.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -22,11 +23,12 @@ import orjson
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
+from . import logs, metrics
 from .app import Gateway, current
 from .auth import authenticate
 from .caller import Caller
 from .circuit import DEPENDENCY_ERRORS
-from .errors import GatewayError, ModelNotFound, dependency_unavailable
+from .errors import GatewayError, ModelNotFound, QuotaExceeded, RateLimited, dependency_unavailable
 from .failover import Failover, Preparer
 from .limits import Admission
 from .protocol import ChatCompletionRequest, Wire, parse_json_object, validate
@@ -34,6 +36,7 @@ from .providers import Route
 from .recorder import RequestRecord
 
 W = TypeVar("W", bound=Wire)
+logger = logging.getLogger(__name__)
 
 
 class ClosableStream(Protocol):
@@ -72,7 +75,10 @@ class Exchange:
         self.route: Route | None = None
         self.stream: ClosableStream | None = None  # set once a stream took over closing
         self.notes: dict[str, str] = {}  # response headers the serving provider added (`Prepared.notes`)
+        self.resolved = False  # the model is one the route table serves (its name may label metrics)
+        self.refused = ""  # which of the gateway's limits refused the request (requests, tokens, budget)
         self.closed = False
+        gateway.inflight += 1
 
     @classmethod
     def open(cls, request: HttpRequest, endpoint: str) -> Exchange:
@@ -112,7 +118,9 @@ class Exchange:
         assert self.caller is not None
         if not self.caller.allows(model):
             raise ModelNotFound(model)
-        return await self.gateway.router.resolve(model)
+        routes = await self.gateway.router.resolve(model)
+        self.resolved = True
+        return routes
 
     @property
     def limited(self) -> bool:
@@ -123,7 +131,14 @@ class Exchange:
         """Take the request's share of the key's limits (estimated tokens, cost in nanos), or the 429."""
         assert self.caller is not None
         tokens, nanos = estimate
-        self.admission = await self.gateway.limiter.admit(self.caller.scopes, tokens, nanos)
+        try:
+            self.admission = await self.gateway.limiter.admit(self.caller.scopes, tokens, nanos)
+        except QuotaExceeded:
+            self.refused = "budget"
+            raise
+        except RateLimited as exc:
+            self.refused = exc.type  # requests or tokens
+            raise
 
     def failover(
         self, routes: list[Route], request: ChatCompletionRequest | None = None, prepare: Preparer | None = None
@@ -178,6 +193,7 @@ class Exchange:
     def respond_stream(self, stream: ClosableStream) -> StreamingHttpResponse:
         """An SSE answer; from here on `stream` closes this exchange when it ends."""
         self.stream = stream
+        metrics.STREAMS.inc()
         return self._with_headers(sse_response(stream))
 
     # ---- the end -----------------------------------------------------------------------------
@@ -196,16 +212,25 @@ class Exchange:
             record.fail(500, "server_error", "internal_error", type(exc).__name__)
 
     def close(self) -> None:
-        """Settle the limits with what the request used and queue its log row (once)."""
+        """Settle the limits with what the request used, queue its log row, count it in the metrics
+        and write its log line (once)."""
         if self.closed:
             return
         self.closed = True
+        self.gateway.inflight -= 1
         record = self.record
         if not record.latency_ms:
             record.latency_ms = record.elapsed_ms()
         if self.admission is not None:
             self.gateway.limiter.settle_soon(self.admission, record.total_tokens, record.cost_nanos)
         self.gateway.log.submit(record)
+        try:
+            if self.stream is not None:
+                metrics.STREAMS.dec()
+            metrics.observe(self)
+            logs.request_line(self)
+        except Exception:  # telemetry never fails a request
+            logger.exception("recording metrics or the log line of %s failed", record.request_id)
 
     # ---- helpers -----------------------------------------------------------------------------
 

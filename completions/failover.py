@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 
+from . import metrics
 from .errors import GatewayError, InvalidRequest, ServiceUnavailable, upstream_timeout
 from .protocol import ChatCompletionRequest
 from .providers import Prepared, Provider, Route
@@ -126,7 +127,9 @@ class CircuitBreakers:
         return st.last_failure if st is not None else 0.0
 
     def success(self, route: Route) -> None:
-        self._states.pop(self._key(route), None)
+        st = self._states.pop(self._key(route), None)
+        if st is not None and st.opened_at is not None:
+            metrics.breaker_closed(self._key(route))
 
     def failure(self, route: Route) -> None:
         """One request failed on `route` (after its retries there)."""
@@ -136,6 +139,8 @@ class CircuitBreakers:
         st.last_failure = time.monotonic()
         threshold, _ = self._limits(route)
         if st.failures >= threshold or st.opened_at is not None:
+            if st.opened_at is None:
+                metrics.breaker_opened(self._key(route))
             st.opened_at = time.monotonic()
 
     def throttle(self, route: Route, seconds: float) -> None:
@@ -151,6 +156,9 @@ class CircuitBreakers:
             st.probing = False
 
     def reset(self) -> None:
+        for key, st in self._states.items():
+            if st.opened_at is not None:
+                metrics.breaker_closed(key)
         self._states.clear()
 
 

@@ -14,7 +14,7 @@ behaviour sync views need.
 What Django's middleware would guard it guards too, at the cost of a dict
 lookup per request: the `Host` header is checked against ALLOWED_HOSTS (as
 `request.get_host()` checks it; each distinct value's answer is remembered;
-`/healthz` excepted, for probes),
+`/healthz`, `/readyz` and `/metrics` excepted, for probes and scrapers),
 and every response carries the headers SecurityMiddleware and
 XFrameOptionsMiddleware would add, computed once from the settings.
 """
@@ -50,9 +50,10 @@ logger = logging.getLogger(__name__)
 host_logger = logging.getLogger("django.security.DisallowedHost")
 
 Headers = list[tuple[bytes, bytes]]
-# Liveness answers whatever Host it is asked under: container and orchestrator probes use the
-# machine's address, which ALLOWED_HOSTS rarely lists, and the answer depends on no host.
-HEALTH_PATH = "/healthz"
+# Probes and scrapes answer whatever Host they are asked under: container and orchestrator probes
+# and Prometheus use the machine's address, which ALLOWED_HOSTS rarely lists, and the answers
+# depend on no host (/metrics has its own access rule, see views.authorize_scrape).
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 ErrorRenderer = Callable[[GatewayError], HttpResponseBase]
 
@@ -254,7 +255,7 @@ class GatewayASGIHandler(ASGIHandler):
         if request is None:
             await self.send_response(bad, send)
             return
-        if not self._allowed_host(self._allowed_host.raw_host(request)) and scope["path"] != HEALTH_PATH:
+        if not self._allowed_host(self._allowed_host.raw_host(request)) and scope["path"] not in PROBE_PATHS:
             refused = InvalidRequest("Invalid Host header: this gateway does not serve that host.", code="invalid_host")
             rid = request_id_from(request.META.get("HTTP_X_REQUEST_ID"))
             await self.send_response(path_error_renderer(scope["path"])(refused, rid), send)

@@ -30,7 +30,7 @@ import orjson
 from django.conf import settings
 from django.db import DataError, IntegrityError, close_old_connections, connection, connections, transaction
 
-from . import pricing
+from . import metrics, pricing
 from .spool import Orphan, Segment, Spool, database_tag
 
 logger = logging.getLogger(__name__)
@@ -281,6 +281,7 @@ class LogWriter:
             self.start()
         with self._lock:
             self._submitted += 1
+            metrics.LOG_BACKLOG.set(self._submitted - self._done)
         self._queue.put(record)
 
     def start(self) -> None:
@@ -358,6 +359,7 @@ class LogWriter:
         with self._lock:
             self._run = None
             self.dropped += unspooled
+            metrics.LOG_DROPPED.inc(unspooled)
             self._in_memory = 0
             self._done = self._submitted - self._queue.qsize()  # the rest is the spool's (or submitted since)
             self._lock.notify_all()
@@ -439,6 +441,7 @@ class LogWriter:
                 self._in_memory += chunk.rows
             elif chunk.segment is None:
                 self.dropped += chunk.rows
+                metrics.LOG_DROPPED.inc(chunk.rows)
                 self._done += chunk.rows
                 self._lock.notify_all()
         if keep:
@@ -497,6 +500,7 @@ class LogWriter:
             self._done += chunk.rows
             if chunk.records is not None:
                 self._in_memory -= chunk.rows
+            metrics.LOG_BACKLOG.set(self._submitted - self._done)
             self._lock.notify_all()
         if chunk.segment is not None:
             run.spool.acknowledge(chunk.segment, chunk.rows)
@@ -610,6 +614,7 @@ class LogWriter:
             logger.exception("setting aside request-log row %s failed; it is lost: %s", request_id, values)
         with self._lock:
             self.set_aside += 1
+        metrics.LOG_SET_ASIDE.inc()
 
     def write(self, batch: list[RequestRecord]) -> list[RequestRecord]:
         """Write one batch and run the hooks on the rows it inserted, in one transaction; those rows.
@@ -635,6 +640,7 @@ class LogWriter:
             if inserted:
                 for hook in self.hooks:
                     hook(inserted)
+        metrics.LOG_WRITTEN.inc(len(inserted))
         return inserted
 
 

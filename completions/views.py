@@ -6,17 +6,20 @@ maps every failure to OpenAI's envelope, in one place.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from django.http import HttpRequest, HttpResponseBase
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
-from . import chat, embeddings
+from . import chat, embeddings, metrics
 from .app import current
 from .auth import authenticate
-from .errors import MethodNotAllowed, ModelNotFound, NotFound
+from .errors import AuthenticationFailed, MethodNotAllowed, ModelNotFound, NotFound, PermissionDenied
 from .exchange import Exchange, json_response
 from .messages import envelope
 from .messages import service as messages
@@ -129,6 +132,37 @@ async def healthz(request: HttpRequest) -> HttpResponseBase:
             "log_dropped": log.dropped,  # rows lost: neither the database nor the spool took them
         }
     )
+
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def authorize_scrape(request: HttpRequest) -> None:
+    """A scrape is allowed from the networks in GATEWAY_METRICS_NETWORKS (the connection's own
+    address) or with `Authorization: Bearer <GATEWAY_METRICS_TOKEN>`; else a 401 (a token is set)
+    or a 403."""
+    token: str = settings.GATEWAY_METRICS_TOKEN
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+            return
+    if metrics.address_allowed(request.META.get("REMOTE_ADDR") or "", tuple(settings.GATEWAY_METRICS_NETWORKS)):
+        return
+    if token:
+        raise AuthenticationFailed(
+            "Metrics need `Authorization: Bearer <GATEWAY_METRICS_TOKEN>` from this address.",
+            code="invalid_metrics_token",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+    raise PermissionDenied("Metrics are served only to the networks in GATEWAY_METRICS_NETWORKS.")
+
+
+@api_view("GET")
+async def metrics_view(request: HttpRequest) -> HttpResponseBase:
+    """GET /metrics: Prometheus text format, every worker's values added up (see `metrics.py`)."""
+    authorize_scrape(request)
+    body = await asyncio.to_thread(metrics.render)  # reads each worker's file: off the event loop
+    return HttpResponse(body, content_type=METRICS_CONTENT_TYPE)
 
 
 @api_view("GET")

@@ -1,9 +1,10 @@
 """The gateway as its own process, started as a deployment starts it, for tests that need one.
 
-`GatewayProcess` runs uvicorn (one worker) or gunicorn with `gunicorn.conf.py`
-on the test database, optionally under an address-space cap (`prlimit --as`)
-and with its output in a file, and stops it afterwards. It waits for
-`/healthz` before handing over.
+`GatewayProcess` runs uvicorn (one worker) or the production command, exactly as
+the image runs it (`gunicorn -c gunicorn.conf.py`, the Dockerfile's CMD), on the
+test database, optionally under an address-space cap (`prlimit --as`) and with
+its output in a file, and stops it afterwards. It waits for `/healthz` before
+handing over.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from django.db import connection
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+# The image's CMD (Dockerfile); tests/test_deploy_files.py checks that the two agree.
+PRODUCTION_COMMAND = ["gunicorn", "-c", "gunicorn.conf.py"]
 
 
 def database_url() -> str:
@@ -54,17 +57,23 @@ class GatewayProcess:
             "DATABASE_URL": database_url(),
             "CACHE_KEY_PREFIX": settings.CACHES["default"].get("KEY_PREFIX", ""),
             "GATEWAY_REDIS_PREFIX": settings.GATEWAY_REDIS_PREFIX,
+            "GATEWAY_DEBUG_HEADERS": "true",  # x-gateway-worker: which worker answered (see __enter__)
             **(env or {}),
         }
+        # Every server its own metrics directory (gunicorn.conf.py makes one), never the test run's.
+        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        if env and env.get("PROMETHEUS_MULTIPROC_DIR"):
+            self.env["PROMETHEUS_MULTIPROC_DIR"] = env["PROMETHEUS_MULTIPROC_DIR"]
         if server == "uvicorn":
             command = [sys.executable, "-m", "uvicorn", "compat_api.asgi:application", "--port", str(self.port)]
             command += ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
         else:
             self.env |= {"GUNICORN_BIND": f"127.0.0.1:{self.port}", "WORKERS": str(workers)}
-            command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "compat_api.asgi:application"]
+            command = [sys.executable, "-m", *PRODUCTION_COMMAND]
         if memory_cap_bytes is not None:
             command = ["prlimit", f"--as={memory_cap_bytes}", "--", *command]
         self.command = command
+        self.workers = workers if server != "uvicorn" else 1
         self.output = output  # the server's stdout and stderr go to this file, for tests to read
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -75,11 +84,18 @@ class GatewayProcess:
         finally:
             if out is not None:
                 out.close()
+        # Ready when every worker answers: a worker still loading the app takes no connection, and
+        # would compete for the CPU with the test's first requests.
         deadline = time.monotonic() + 40
+        answered: set[str] = set()
         while True:
             try:
-                httpx.get(self.url + "/healthz", timeout=1).raise_for_status()
-                return self
+                r = httpx.get(self.url + "/healthz", timeout=1)  # a new connection each time
+                r.raise_for_status()
+                answered.add(r.headers.get("x-gateway-worker", ""))
+                if len(answered) >= self.workers or "" in answered:
+                    return self
+                time.sleep(0.05)
             except httpx.HTTPError as exc:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     self.proc.kill()
