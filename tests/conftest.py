@@ -61,6 +61,20 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         pytest.exit(f"Redis at {settings.REDIS_URL} is unreachable: {exc}", returncode=3)
 
 
+def node_tool(name: str) -> str:
+    """The path of `node` or `npm`. Without them, the tests that drive Node programs (client
+    libraries, Codex CLI, Claude Code) skip on a developer's machine, where the README's two
+    commands need only Python, and fail under CI (.ci/run sets GATEWAY_REQUIRE_NODE=1)."""
+    import shutil
+
+    found = shutil.which(name)
+    if found:
+        return found
+    if os.environ.get("GATEWAY_REQUIRE_NODE") == "1":
+        pytest.fail(f"{name} is required here (GATEWAY_REQUIRE_NODE=1) but is not installed")
+    pytest.skip(f"{name} is not installed: the Node client and CLI tests need Node 20 and npm")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

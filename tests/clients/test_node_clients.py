@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 
 from tests.clients.conftest import MODELS
 from tests.clients.matrix import expected, normalised, person_of, signatures_sent_back
+from tests.conftest import node_tool
 from tests.fakes.gemini_model import SIGNATURE, ModelGemini
 
 NODE_DIR = Path(__file__).parent / "node"
@@ -23,8 +23,7 @@ LIBRARIES = ["@langchain/openai", "@ai-sdk/openai-compatible", "@ai-sdk/openai .
 
 
 def run_node(base_url: str, key: str, model: str) -> dict[str, Any]:
-    node = shutil.which("node")
-    assert node, "node is needed for the Node client tests (README, Tests)"
+    node = node_tool("node")
     assert (NODE_DIR / "node_modules").is_dir(), "run `make test` (it runs npm ci in tests/clients/node)"
     env = {**os.environ, "GATEWAY_BASE_URL": base_url, "GATEWAY_KEY": key, "GATEWAY_MODEL": model}
     done = subprocess.run(

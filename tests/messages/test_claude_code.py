@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import log_rows
+from tests.conftest import log_rows, node_tool
 
 VERSION = "2.1.332"
 TOOLS = Path(__file__).resolve().parents[2] / ".tools" / "claude-code"
@@ -27,8 +26,7 @@ CLI = TOOLS / "node_modules" / ".bin" / "claude"
 def claude_cli() -> Path:
     """The pinned Claude Code CLI, installed once."""
     if not _installed():
-        npm = shutil.which("npm")
-        assert npm, "npm is needed to install Claude Code for this test (Node 20 and npm)"
+        npm = node_tool("npm")
         TOOLS.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [npm, "install", "--no-audit", "--no-fund", "--prefix", str(TOOLS), f"@anthropic-ai/claude-code@{VERSION}"],

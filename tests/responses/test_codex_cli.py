@@ -8,14 +8,13 @@ or the registry this test fails rather than skips.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import log_rows
+from tests.conftest import log_rows, node_tool
 
 CODEX_VERSION = "0.169.0"
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "codex-cli"
@@ -28,8 +27,7 @@ def codex() -> Path:
     binary = CACHE / "node_modules" / ".bin" / "codex"
     installed = CACHE / "node_modules" / "@openai" / "codex" / "package.json"
     if not (binary.exists() and f'"version": "{CODEX_VERSION}"' in installed.read_text()):
-        npm = shutil.which("npm")
-        assert npm, "npm is needed to install Codex CLI for this test"
+        npm = node_tool("npm")
         CACHE.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [npm, "install", "--prefix", str(CACHE), "--no-audit", "--no-fund", f"@openai/codex@{CODEX_VERSION}"],
