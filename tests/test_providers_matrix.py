@@ -34,6 +34,13 @@ WEATHER_TOOL = {
 }
 
 
+def declared_tool(body: dict[str, Any]) -> str:
+    """`get_weather` when the request declares it, else its first function (a model only calls
+    functions it was given: the gateway refuses an undeclared call)."""
+    names = [d["name"] for tool in body.get("tools") or [] for d in tool.get("functionDeclarations") or []]
+    return "get_weather" if "get_weather" in names or not names else names[0]
+
+
 class ToolGemini(fg.FakeGemini):
     def default_reply(self, request: Recorded) -> Reply:
         _, method = self.call_of(request) or ("", "")
@@ -45,7 +52,7 @@ class ToolGemini(fg.FakeGemini):
                 answer = fg.text_response(f"The tool said: {json.dumps(results[0])}")
             else:
                 answer = fg.response(
-                    fg.candidate(fg.call_part("get_weather", {"city": "Paris"}, signature=b"sig")),
+                    fg.candidate(fg.call_part(declared_tool(body), {"city": "Paris"}, signature=b"sig")),
                     usage_=fg.usage(9, 4),
                 )
             return Reply(events=[answer]) if method == "streamGenerateContent" else Reply(json=answer)

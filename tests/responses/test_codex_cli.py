@@ -101,8 +101,8 @@ def test_codex_exec_answers_and_runs_a_tool_round_trip(
 def test_codex_exec_tool_loop_on_each_fake_provider(
     codex: Path, routed: dict[str, Any], gateway: Any, api_key: str, tmp_path: Path, model: str
 ) -> None:
-    """These fakes call `get_weather` whenever tools are offered, then answer with the tool's output:
-    Codex reports the unknown tool back, and the next turn carries its history (with Gemini's
+    """These fakes call one of the declared tools whenever tools are offered, then answer with its output:
+    Codex runs it (or reports why it can't), and the next turn carries its history (with Gemini's
     thought signature in our signed reasoning item) to the provider."""
     answer = codex_exec(codex, tmp_path, gateway.url, api_key, "weather?", model=model)
     assert "The tool said" in answer
