@@ -20,15 +20,66 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "compat_api.settings")
 
 
+def log_rows(n: int) -> None:
+    """Write `n` request-log rows through the gateway's own log writer (its hooks: roll-ups, key use)
+    as fast as it takes them; print rows/s and the writer's CPU per row (what it takes from the
+    event loop's share of the GIL in a worker)."""
+    import time
+
+    from django.contrib.auth import get_user_model
+
+    from completions.app import make_log_writer
+    from completions.models import APIKey
+    from completions.recorder import RequestRecord
+
+    key = APIKey.objects.get(user=get_user_model().objects.get(username="bench"))
+    writer = make_log_writer()
+    models = ["bench-json", "bench-sse", "bench-paced", "bench-long"]
+    records = [
+        RequestRecord(
+            request_id=f"req_logbench{i}",
+            key_id=key.id,
+            key_prefix=key.prefix,
+            user_id=key.user_id,
+            model=models[i % 4],
+            provider="openai",
+            upstream_model=models[i % 4],
+            prompt_tokens=13,
+            completion_tokens=9,
+            input_price=Decimal("0.15"),
+            output_price=Decimal("0.60"),
+            latency_ms=3 + i % 40,
+            finish_reason="stop",
+            attempts=[{"route": "openai:bench-json#1", "ok": True, "ms": 2}],
+        )
+        for i in range(n)
+    ]
+    writer.submit(records[0])
+    writer.flush(60)  # the thread, its connection and the insert plan exist before timing
+    started, cpu = time.perf_counter(), time.process_time()
+    for record in records[1:]:
+        writer.submit(record)
+    ok = writer.flush(600)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    print(
+        f"{n - 1} rows in {elapsed:.2f} s: {(n - 1) / elapsed:.0f} rows/s, "
+        f"{cpu * 1e6 / (n - 1):.0f} us of CPU per row (writer thread and submit), all written: {ok}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     for name in ("json", "sse", "paced", "long"):
-        parser.add_argument(f"--{name}-base", required=True)
+        parser.add_argument(f"--{name}-base")
+    parser.add_argument("--log-rows", type=int, default=0, help="time the log writer instead")
     args = parser.parse_args()
 
     import django
 
     django.setup()
+    if args.log_rows:
+        log_rows(args.log_rows)
+        return
     from django.contrib.auth import get_user_model
 
     from completions.keys import create_api_key

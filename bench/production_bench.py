@@ -530,6 +530,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10, help="seconds per measurement")
     parser.add_argument("--streams", type=int, default=64)
     parser.add_argument("--hold-streams", type=int, default=1000, help="concurrent streams on one worker (0: skip)")
+    parser.add_argument("--log-rows", type=int, default=20000, help="rows to time the log writer with (0: skip)")
     parser.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432"))
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--litellm-venv", default=str(ROOT / "bench" / ".litellm-venv"))
@@ -611,6 +612,17 @@ def run(bench: Bench) -> None:
     log_rows = _gateway_rows(bench) - gateway_requests_before
     health = json.loads(urllib.request.urlopen(gateway.health, timeout=5).read())  # type: ignore[attr-defined]
 
+    log_rate = ""
+    if args.log_rows:
+        out = subprocess.run(
+            [bench.python, "bench/prod_fixtures.py", "--log-rows", str(args.log_rows)],
+            cwd=ROOT,
+            env=bench.gateway_env(),
+            capture_output=True,
+            text=True,
+        )
+        log_rate = out.stdout.strip() or out.stderr.strip()[-500:]
+
     hold: dict[str, float] = {}
     if args.hold_streams:
         for s in servers[1:]:
@@ -618,6 +630,8 @@ def run(bench: Bench) -> None:
         hold = hold_streams(bench, args.hold_streams)
 
     report(servers, results, idle, idle_after, direct, gateway, served, log_rows, health, hold, args)
+    if log_rate:
+        print(f"\nLog writer alone on PostgreSQL (bench/prod_fixtures.py --log-rows {args.log_rows}): {log_rate}")
 
 
 def _gateway_rows(bench: Bench) -> int:
