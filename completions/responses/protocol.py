@@ -12,6 +12,7 @@ Tools are `function` and `namespace` (a named group of functions); any other
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
@@ -186,16 +187,21 @@ class BuiltinTool(Wire):
     type: str
 
 
-def _tool_kind(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return kind if kind in ("function", "namespace") else "builtin"
+def _kind_or_builtin(*known: str) -> Callable[[Any], str]:
+    """A discriminator: the item's `type` when it is one of `known`, else "builtin"."""
+
+    def kind_of(value: Any) -> str:
+        kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+        return kind if kind in known else "builtin"
+
+    return kind_of
 
 
 Tool = Annotated[
     Annotated[FunctionTool, Tag("function")]
     | Annotated[NamespaceTool, Tag("namespace")]
     | Annotated[BuiltinTool, Tag("builtin")],
-    Discriminator(_tool_kind),
+    Discriminator(_kind_or_builtin("function", "namespace")),
 ]
 
 
@@ -218,16 +224,11 @@ class ToolChoiceBuiltin(Wire):
     type: str
 
 
-def _choice_kind(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return kind if kind in ("function", "allowed_tools") else "builtin"
-
-
 ToolChoiceObject = Annotated[
     Annotated[ToolChoiceFunction, Tag("function")]
     | Annotated[ToolChoiceAllowed, Tag("allowed_tools")]
     | Annotated[ToolChoiceBuiltin, Tag("builtin")],
-    Discriminator(_choice_kind),
+    Discriminator(_kind_or_builtin("function", "allowed_tools")),
 ]
 ToolChoice = Literal["none", "auto", "required"] | ToolChoiceObject
 
