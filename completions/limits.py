@@ -21,7 +21,9 @@ clients send `max_tokens`, otherwise at most the output of the requests in
 flight when the budget runs out.
 
 With REDIS_URL set, all of this runs in one Redis Lua script call per admission
-and one per settlement, so the limits hold across every worker process; without
+and one per settlement (the calls of one turn of the event loop sent together as
+one pipeline, `redis_pipeline.AutoPipeline`), so the limits hold across every
+worker process; without
 it, in process (one process only). Budget counters live in Redis for the current
 period and are rebuilt from the daily roll-ups when missing.
 
@@ -48,6 +50,7 @@ from .circuit import DATABASE_ERRORS, REDIS_ERRORS, Circuit
 from .db import run_db
 from .errors import QuotaExceeded, RateLimited, ServiceUnavailable, dependency_unavailable
 from .protocol import random_id
+from .redis_pipeline import AutoPipeline, Script
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +58,19 @@ WINDOW_MS = 60_000
 RESERVATION_TTL_MS = 15 * 60_000  # a reservation older than this is a crashed worker's: dropped
 
 
+_MONTH: tuple[int, str] = (-1, "")  # (the minute it was computed in, the month then): read per request
+
+
 def period_id(period: str, now: datetime | None = None) -> str:
+    global _MONTH
     if period == "total":
         return "total"
-    return (now or datetime.now(UTC)).strftime("%Y-%m")
+    if now is not None:
+        return now.strftime("%Y-%m")
+    minute = int(time.time() // 60)
+    if _MONTH[0] != minute:
+        _MONTH = (minute, datetime.now(UTC).strftime("%Y-%m"))
+    return _MONTH[1]
 
 
 def duration(seconds: float) -> str:
@@ -389,6 +401,29 @@ class LocalLimiter(Limiter):
 
 # ---- Redis -------------------------------------------------------------------------------
 
+# Reservations of a budget: members of a sorted set (scored by when they were taken), their amounts
+# in a hash whose 'sum:t' and 'sum:n' fields keep the totals, so an admission reads two fields
+# however many requests are in flight (summing the members was two calls per request in flight).
+_RESERVATIONS = """
+local function release(zset, amounts, member)
+  if redis.call('ZREM', zset, member) == 1 then
+    local t, n = redis.call('HGET', amounts, member .. ':t'), redis.call('HGET', amounts, member .. ':n')
+    if t and t ~= '0' then redis.call('HINCRBY', amounts, 'sum:t', '-' .. t) end
+    if n and n ~= '0' then redis.call('HINCRBY', amounts, 'sum:n', '-' .. n) end
+    redis.call('HDEL', amounts, member .. ':t', member .. ':n')
+  end
+end
+
+local function held(zset, amounts)
+  if redis.call('ZCARD', zset) == 0 then
+    redis.call('HDEL', amounts, 'sum:t', 'sum:n')  -- nothing in flight: the totals start again at 0
+    return 0, 0
+  end
+  local sums = redis.call('HMGET', amounts, 'sum:t', 'sum:n')
+  return math.max(0, tonumber(sums[1]) or 0), math.max(0, tonumber(sums[2]) or 0)
+end
+"""
+
 # One call checks every scope of a request, then takes from all of them (or from none).
 # KEYS, six per scope: rpm bucket, tpm bucket, spent tokens, spent nanos, reservations (zset), amounts (hash)
 # ARGV: now_ms, est_tokens, est_nanos, token, scope count, then five per scope:
@@ -417,13 +452,8 @@ for i = 1, n do
     local used_tokens, used_nanos = redis.call('GET', KEYS[k + 3]), redis.call('GET', KEYS[k + 4])
     if not used_tokens or not used_nanos then return {'init', i - 1, 0, 0, 0, 0, 0} end
     local stale = redis.call('ZRANGEBYSCORE', KEYS[k + 5], '-inf', now - 900000)
-    for _, member in ipairs(stale) do redis.call('HDEL', KEYS[k + 6], member .. ':t', member .. ':n') end
-    redis.call('ZREMRANGEBYSCORE', KEYS[k + 5], '-inf', now - 900000)
-    local held_tokens, held_nanos = 0, 0
-    for _, member in ipairs(redis.call('ZRANGE', KEYS[k + 5], 0, -1)) do
-      held_tokens = held_tokens + (tonumber(redis.call('HGET', KEYS[k + 6], member .. ':t')) or 0)
-      held_nanos = held_nanos + (tonumber(redis.call('HGET', KEYS[k + 6], member .. ':n')) or 0)
-    end
+    for _, member in ipairs(stale) do release(KEYS[k + 5], KEYS[k + 6], member) end
+    local held_tokens, held_nanos = held(KEYS[k + 5], KEYS[k + 6])
     if token_budget >= 0 and tonumber(used_tokens) + held_tokens + est_tokens > token_budget then
       return {'token_budget', i - 1, 0, 0, 0, 0, 0} end
     if spend_budget >= 0 and tonumber(used_nanos) + held_nanos + est_nanos > spend_budget then
@@ -465,7 +495,9 @@ for i = 1, n do
   end
   if ARGV[a + 5] == '1' then
     redis.call('ZADD', KEYS[k + 5], now, token)
-    redis.call('HSET', KEYS[k + 6], token .. ':t', est_tokens, token .. ':n', est_nanos)
+    redis.call('HSET', KEYS[k + 6], token .. ':t', ARGV[2], token .. ':n', ARGV[3])
+    redis.call('HINCRBY', KEYS[k + 6], 'sum:t', ARGV[2])
+    redis.call('HINCRBY', KEYS[k + 6], 'sum:n', ARGV[3])
     redis.call('PEXPIRE', KEYS[k + 5], 1800000)
     redis.call('PEXPIRE', KEYS[k + 6], 1800000)
   end
@@ -495,14 +527,21 @@ for i = 1, tonumber(ARGV[6]) do
     redis.call('PEXPIRE', KEYS[k + 1], 120000)
   end
   if ARGV[a + 2] == '1' then
-    redis.call('ZREM', KEYS[k + 4], token)
-    redis.call('HDEL', KEYS[k + 5], token .. ':t', token .. ':n')
+    release(KEYS[k + 4], KEYS[k + 5], token)
     if redis.call('EXISTS', KEYS[k + 2]) == 1 then redis.call('INCRBY', KEYS[k + 2], tokens) end
     if redis.call('EXISTS', KEYS[k + 3]) == 1 then redis.call('INCRBY', KEYS[k + 3], nanos) end
   end
 end
 return 1
 """
+
+# KEYS: reservations, amounts; ARGV: the reservation tokens to release
+_RELEASE = """
+for _, token in ipairs(ARGV) do release(KEYS[1], KEYS[2], token) end
+return 1
+"""
+
+ADMIT_SCRIPT, SETTLE_SCRIPT, RELEASE_SCRIPT = (Script(_RESERVATIONS + body) for body in (_ADMIT, _SETTLE, _RELEASE))
 
 
 def _or_none(value: int | None) -> int:
@@ -546,16 +585,20 @@ class RedisLimiter(Limiter):
         self._missed: set[Share] = set()  # budgets whose Redis counters lack spend
         self._orphans: list[tuple[Share, str]] = []  # reservations Redis holds for settled requests
         self._reconciling: asyncio.Task[None] | None = None
-        self._clients: dict[Any, Any] = {}
+        self._clients: dict[asyncio.AbstractEventLoop, AutoPipeline] = {}
+        self._keys_of: dict[tuple[str, str], dict[str, str]] = {}
 
-    def _client(self) -> Any:
-        import redis.asyncio as redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
+    def _pipeline(self) -> AutoPipeline:
+        """This event loop's client, whose commands go out in pipelines (a client belongs to one loop)."""
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
+        pipeline = self._clients.get(loop)
+        if pipeline is None:
+            import redis.asyncio as redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            if len(self._clients) > 8:  # loops that are gone (tests run one per test)
+                self._clients = {lp: p for lp, p in self._clients.items() if not lp.is_closed()}
             # One immediate retry (a pooled connection Redis closed when it restarted), no backoff:
             # an unreachable Redis costs one connect timeout, then the circuit skips it.
             client = redis.Redis.from_url(
@@ -565,26 +608,34 @@ class RedisLimiter(Limiter):
                 socket_connect_timeout=self.timeout,
                 retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
             )
-            self._clients[loop] = client
-            self._admit = client.register_script(_ADMIT)
-            self._settle = client.register_script(_SETTLE)
-        return client
+            pipeline = self._clients[loop] = AutoPipeline(client)
+        return pipeline
+
+    def _client(self) -> Any:
+        return self._pipeline().client
 
     async def ping(self) -> None:
         """Raise unless Redis answers (readiness)."""
         await self._client().ping()
 
     def _keys(self, share: Share) -> dict[str, str]:
-        base = f"{self.prefix}:lim:{share.scope.name}"
-        budget = f"{base}:budget:{share.period}"
-        return {
-            "rpm": f"{base}:rpm",
-            "tpm": f"{base}:tpm",
-            "spent_tokens": f"{budget}:tokens",
-            "spent_nanos": f"{budget}:nanos",
-            "reservations": f"{budget}:held",
-            "amounts": f"{budget}:held-amounts",
-        }
+        """The Redis keys of one scope's counters (built once per scope and period)."""
+        cache_key = (share.scope.name, share.period)
+        keys = self._keys_of.get(cache_key)
+        if keys is None:
+            if len(self._keys_of) > 100_000:
+                self._keys_of.clear()
+            base = f"{self.prefix}:lim:{share.scope.name}"
+            budget = f"{base}:budget:{share.period}"
+            keys = self._keys_of[cache_key] = {
+                "rpm": f"{base}:rpm",
+                "tpm": f"{base}:tpm",
+                "spent_tokens": f"{budget}:tokens",
+                "spent_nanos": f"{budget}:nanos",
+                "reservations": f"{budget}:held",
+                "amounts": f"{budget}:held-amounts",
+            }
+        return keys
 
     async def admit_shares(self, shares: tuple[Share, ...], estimate_tokens: int, estimate_nanos: int) -> Admission:
         if self.circuit.allow():
@@ -615,7 +666,6 @@ class RedisLimiter(Limiter):
         await client.set(k["spent_nanos"], nanos, nx=True, ex=ttl)
 
     async def decide(self, a: Admission, now_ms: int) -> tuple[int, list[Decision]]:
-        client = self._client()
         keys: list[str] = []
         args: list[Any] = [now_ms, a.estimate_tokens, a.estimate_nanos, a.token, len(a.shares)]
         for share in a.shares:
@@ -623,7 +673,7 @@ class RedisLimiter(Limiter):
             keys.extend(self._keys(share).values())
             args += [_or_none(lim.rpm), _or_none(lim.tpm), _or_none(lim.token_budget)]
             args += [_or_none(lim.spend_budget_nanos), "1" if lim.has_budget else "0"]
-        result = await self._admit(keys=keys, args=args, client=client)
+        result = await self._pipeline().script(ADMIT_SCRIPT, keys, args)
         self._answered()
         reason, index = result[0], int(result[1])
         if reason != "ok":
@@ -667,7 +717,7 @@ class RedisLimiter(Limiter):
                 keys += [k["tpm"], k["spent_tokens"], k["spent_nanos"], k["reservations"], k["amounts"]]
                 args += [_or_none(share.scope.limits.tpm), "1" if share.scope.limits.has_budget else "0"]
             try:
-                await self._settle(keys=keys, args=args, client=self._client())
+                await self._pipeline().script(SETTLE_SCRIPT, keys, args)
             except REDIS_ERRORS as exc:
                 self.circuit.failed(exc)
             else:
@@ -706,12 +756,17 @@ class RedisLimiter(Limiter):
     async def _forget(self, missed: set[Share], orphans: list[tuple[Share, str]]) -> None:
         """Delete the missed counters (the next admission loads them from the roll-ups, which now hold
         the outage's spend) and the orphaned reservations."""
-        pipe = self._client().pipeline(transaction=False)
+        pipeline = self._pipeline()
+        calls: list[Awaitable[Any]] = []
         for share in missed:
             k = self._keys(share)
-            pipe.delete(k["spent_tokens"], k["spent_nanos"])
+            calls.append(pipeline.execute("DEL", k["spent_tokens"], k["spent_nanos"]))
+        tokens_of: dict[Share, list[str]] = {}
         for share, token in orphans:
+            tokens_of.setdefault(share, []).append(token)
+        for share, tokens in tokens_of.items():
             k = self._keys(share)
-            pipe.zrem(k["reservations"], token)
-            pipe.hdel(k["amounts"], f"{token}:t", f"{token}:n")
-        await pipe.execute()
+            for start in range(0, len(tokens), 1000):
+                keys, batch = [k["reservations"], k["amounts"]], tokens[start : start + 1000]
+                calls.append(pipeline.script(RELEASE_SCRIPT, keys, batch))
+        await asyncio.gather(*calls)
