@@ -405,18 +405,22 @@ class Bench:
         env = self.gateway_env()
         subprocess.run([self.python, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
         nginx, paced = f"http://127.0.0.1:{self.nginx_port}", f"http://127.0.0.1:{self.paced_port}"
-        self.key = subprocess.run(
-            [
-                *(self.python, "bench/prod_fixtures.py", "--json-base", f"{nginx}/json/v1"),
-                *("--sse-base", f"{nginx}/sse/v1", "--paced-base", f"{paced}/paced/v1"),
-                *("--long-base", f"{paced}/long/v1"),
-            ],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        self.key = (
+            subprocess.run(
+                [
+                    *(self.python, "bench/prod_fixtures.py", "--json-base", f"{nginx}/json/v1"),
+                    *("--sse-base", f"{nginx}/sse/v1", "--paced-base", f"{paced}/paced/v1"),
+                    *("--long-base", f"{paced}/long/v1"),
+                ],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )  # the key is the last line (log lines may come first)
 
     def gateway(self, workers: int = 2, name: str = "", root: Path = ROOT) -> Server:
         port = free_port()
@@ -621,7 +625,7 @@ def run(bench: Bench) -> None:
             capture_output=True,
             text=True,
         )
-        log_rate = out.stdout.strip() or out.stderr.strip()[-500:]
+        log_rate = (out.stdout.strip().splitlines() or [out.stderr.strip()[-500:]])[-1]
 
     hold: dict[str, float] = {}
     if args.hold_streams:
