@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
@@ -35,10 +36,34 @@ def test_base_url_and_timeouts() -> None:
     provider = OpenAICompatProvider(route_for(first_byte_timeout=20, idle_timeout=45, connect_timeout=3))
     assert provider.base_url == "https://api.openai.com/v1"
     assert provider._chat_url == "https://api.openai.com/v1/chat/completions"
-    client = provider._open()
-    assert (client.timeout.connect, client.timeout.read) == (3, 50)
-    assert not client.follow_redirects
-    asyncio.run(provider.aclose())
+
+    async def opened() -> aiohttp.ClientSession:
+        client = provider._session()
+        assert (client.timeout.sock_connect, client.timeout.sock_read, client.timeout.total) == (3, 50, None)
+        assert isinstance(client.cookie_jar, aiohttp.DummyCookieJar)  # no upstream cookie reaches another request
+        assert provider._session() is client  # one pooled session per route
+        return client
+
+    # A session belongs to one event loop: another loop gets its own, and closing the provider there
+    # leaves the first one alone (it is closed in its own loop).
+    loop = asyncio.new_event_loop()
+    try:
+        first = loop.run_until_complete(opened())
+
+        async def elsewhere() -> None:
+            second = await opened()
+            assert second is not first
+            await provider.aclose()
+            assert second.closed and not first.closed
+
+        asyncio.run(elsewhere())
+        loop.run_until_complete(first.close())
+        third = loop.run_until_complete(opened())
+        asyncio.run(provider.aclose())  # from a loop it does not belong to: left open, no error
+        assert not third.closed and provider._client is None
+        loop.run_until_complete(third.close())
+    finally:
+        loop.close()
     ollama = OpenAICompatProvider(route_for(base_url="http://localhost:11434/v1/"))
     assert ollama._embeddings_url == "http://localhost:11434/v1/embeddings"
 
@@ -151,8 +176,10 @@ def test_closing_the_stream_early_closes_the_upstream(fake: FakeOpenAI) -> None:
         stream = p.stream(p.prepare(chat_request(stream=True)))
         await anext(stream)
         await stream.aclose()  # type: ignore[attr-defined]
-        # Closed by then, not later by a garbage-collection finalizer (httpx's pool is private API).
-        assert p._client._transport._pool.connections == []  # type: ignore[union-attr]
+        # Closed by then, not later by a garbage-collection finalizer (aiohttp's pool is private API):
+        # neither kept for reuse nor still held.
+        connector = p._client.connector  # type: ignore[union-attr]
+        assert not connector._conns and not connector._acquired  # type: ignore[union-attr]
         # Seen while the provider (and its pool) is still open: the stream itself hung up.
         deadline = time.monotonic() + 10
         while not fake.disconnects and time.monotonic() < deadline:
