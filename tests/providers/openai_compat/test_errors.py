@@ -258,3 +258,11 @@ def test_connection_refused_is_unreachable() -> None:
     with pytest.raises(GatewayError) as exc:
         run(lambda p: drain(p.stream(p.prepare(chat_request(stream=True)))), route)
     assert (exc.value.status, exc.value.code) == (502, "upstream_unreachable")
+
+
+@pytest.mark.parametrize("base_url", ["no-scheme/v1", "ftp://127.0.0.1/v1", "http://127.0.0.1:port/v1"])
+def test_a_base_url_that_is_not_a_usable_http_url_is_an_upstream_error(base_url: str) -> None:
+    route = route_for(base_url=base_url, api_key_env="")
+    with pytest.raises(GatewayError) as exc:
+        run(lambda p: p.complete(p.prepare(chat_request())), route)
+    assert (exc.value.status, exc.value.code) == (502, "upstream_error")

@@ -14,6 +14,7 @@ import pytest
 from completions.errors import GatewayError
 from completions.protocol import EmbeddingRequest, validate
 from completions.providers.openai_compat import OpenAICompatProvider
+from tests.conftest import free_port
 from tests.fakes.base import Gate, Pause, Reply
 from tests.fakes.openai_server import (
     DONE,
@@ -102,6 +103,10 @@ def test_key_rotation_is_picked_up(fake: FakeOpenAI, monkeypatch: pytest.MonkeyP
 
 
 def test_one_pooled_connection_serves_sequential_requests(fake: FakeOpenAI) -> None:
+    # The second stream's body ends a moment after its [DONE]: the provider waits for that end (a
+    # connection whose body was not read to its end would be closed instead of reused).
+    fake.script(Reply(json=completion()), Reply(events=[*text_events(usage=USAGE), Pause(0.1)]))
+
     async def four(p: OpenAICompatProvider) -> None:
         await p.complete(p.prepare(chat_request()))
         client = p._client
@@ -114,6 +119,26 @@ def test_one_pooled_connection_serves_sequential_requests(fake: FakeOpenAI) -> N
 
     run(four, route_for(fake))
     assert len(fake.peers) == 4 and len(set(fake.peers)) == 1
+
+
+def test_redirects_are_not_followed_with_the_credential(fake: FakeOpenAI) -> None:
+    fake.script(Reply(status=307, body=b"", headers={"location": fake.url + "/v1/elsewhere"}))
+    with pytest.raises(GatewayError) as exc:
+        run(lambda p: p.complete(p.prepare(chat_request())), route_for(fake))
+    assert exc.value.status >= 400
+    assert [r.path for r in fake.requests] == ["/v1/chat/completions"]  # only one request reached it
+
+
+def test_upstream_cookies_never_reach_the_next_request(fake: FakeOpenAI) -> None:
+    fake.script(Reply(json=completion(), headers={"set-cookie": "session=tenant-a; Path=/"}), Reply(json=completion()))
+
+    async def twice(p: OpenAICompatProvider) -> None:
+        await p.complete(p.prepare(chat_request()))
+        await p.complete(p.prepare(chat_request()))
+
+    # By host name: a cookie jar would keep no cookie of an IP address anyway.
+    run(twice, route_for(base_url=fake.url.replace("127.0.0.1", "localhost") + "/v1"))
+    assert len(fake.requests) == 2 and "cookie" not in fake.requests[1].headers
 
 
 def test_complete_without_usage_is_relayed_without_usage(fake: FakeOpenAI) -> None:
@@ -223,3 +248,23 @@ def test_embed_errors_and_missing_usage(fake: FakeOpenAI) -> None:
     with pytest.raises(GatewayError) as exc:
         run(lambda p: p.embed(request), route_for(fake))
     assert (exc.value.status, exc.value.param) == (400, "model")
+
+
+def test_the_environments_proxy_is_used(fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fake stands in for the proxy: a request for a port nothing listens on reaches it all the same.
+    upstream = f"localhost:{free_port()}"
+    route = route_for(base_url=f"http://{upstream}/v1")
+    monkeypatch.setenv("HTTP_PROXY", fake.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert run(lambda p: p.complete(p.prepare(chat_request())), route) == completion()
+    (sent,) = fake.requests
+    assert (sent.path, sent.headers["host"], sent.headers["authorization"]) == (
+        "/v1/chat/completions",
+        upstream,
+        f"Bearer {KEY}",
+    )
+    monkeypatch.setenv("NO_PROXY", "localhost")  # read when the route's provider is made: straight there
+    with pytest.raises(GatewayError) as exc:
+        run(lambda p: p.complete(p.prepare(chat_request())), route)
+    assert exc.value.code == "upstream_unreachable" and len(fake.requests) == 1
