@@ -9,6 +9,7 @@ what the test wrote.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -96,6 +97,12 @@ class ServerThread:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the server runs in, once it listens."""
+        servers = getattr(self.server, "servers", None)
+        return servers[0].get_loop() if servers else None
+
     def start(self) -> ServerThread:
         self.thread.start()
         deadline = time.monotonic() + 20
@@ -134,6 +141,11 @@ def gateway(server: ServerThread, transactional_db: Any) -> Iterator[ServerThrea
     yield server
     assert state.log.flush(20), "the request log writer did not catch up"
     state.log.close()
+    # This test's upstream pools (the OpenAI-compatible routes' aiohttp sessions) belong to the
+    # server's event loop: closed there, or each would be reported unclosed when collected.
+    loop = server.loop
+    if loop is not None and loop.is_running():
+        asyncio.run_coroutine_threadsafe(state.aclose(), loop).result(10)
 
 
 @pytest.fixture

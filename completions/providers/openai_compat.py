@@ -7,8 +7,11 @@ upstream left them out (LiteLLM's proxy drops every null: `logprobs`,
 `message.content` and `refusal`, a chunk's `finish_reason`). The pure
 part (request bodies, SSE decoding, usage handling, error mapping) is plain
 functions and two small classes (an SSE decoder and the stream translator);
-`OpenAICompatProvider` does the I/O over one pooled `httpx.AsyncClient` per
-route.
+`OpenAICompatProvider` does the I/O over one pooled `aiohttp.ClientSession` per
+route (and event loop). aiohttp rather than httpx because its pool stays cheap
+under concurrency: httpcore's pool bookkeeping walked every pooled connection on
+each request, 57% of the event loop at 64 concurrent requests (docs/benchmarks.md).
+The other providers' SDKs stay on httpx.
 
 Route options: `headers` (extra request headers), `auth_header` (send the raw
 key in this header instead of `Authorization: Bearer`, e.g. Azure's
@@ -21,12 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import html
+import os
 import re
+import ssl
 from collections.abc import AsyncIterator, Iterable
+from functools import cache
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from .. import protocol as p
 from ..errors import (
@@ -42,7 +50,7 @@ from .base import Prepared, Provider, Route, upstream_failures
 
 PROVIDER = "openai"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-SLACK_SECONDS = 5.0  # httpx's own read timeout sits behind the gateway's first-byte/idle timeouts
+SLACK_SECONDS = 5.0  # the client's own read timeout sits behind the gateway's first-byte/idle timeouts
 DONE = b"[DONE]"
 DRAIN_SECONDS = 1.0  # how long to wait for the end of the body after [DONE] (so the connection is reused)
 
@@ -205,20 +213,28 @@ def error_from_event(payload: Any) -> GatewayError:
 
 
 def upstream_error(exc: Exception) -> GatewayError | None:
-    """The one mapping of upstream failures raised by httpx: unreachable, timed out, or cut off.
+    """The one mapping of upstream failures raised by aiohttp: unreachable, timed out, or cut off.
 
     (Error answers are not exceptions here: `error_from_response` maps them by status.)
     """
-    if not isinstance(exc, (httpx.HTTPError, httpx.InvalidURL)):
-        return None
+    if not isinstance(exc, aiohttp.ClientError):
+        return None  # a bare TimeoutError is the gateway's own deadline, mapped by its owner
     detail = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.ConnectTimeout):
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # connecting, or waiting for a pooled connection
         return upstream_unreachable(PROVIDER, "the connection timed out")
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, DNS, TLS handshake, proxy
         return upstream_unreachable(PROVIDER, detail)
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, aiohttp.ServerTimeoutError):  # no data within the read timeout (SocketTimeoutError)
         return upstream_timeout(PROVIDER, f"{type(exc).__name__}")
-    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+    if isinstance(
+        exc,
+        (
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientPayloadError,
+            aiohttp.ClientOSError,
+            aiohttp.ClientConnectionResetError,
+        ),
+    ):
         return upstream_failure(
             f"The {PROVIDER} upstream closed the connection before the answer ended: {detail}",
             code="upstream_connection_lost",
@@ -373,15 +389,38 @@ def completion_to_chunks(response: dict[str, Any]) -> list[dict[str, Any]]:
 # ---- I/O ------------------------------------------------------------------------------------
 
 
-async def _drain(incoming: AsyncIterator[bytes]) -> None:
-    """Read what follows `[DONE]` (normally just the end of the body): an unread body would
-    make httpx close the connection instead of returning it to the pool."""
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read what follows `[DONE]` (normally just the end of the body): a connection whose body
+    was not read to its end is closed instead of returned to the pool."""
     try:
         async with asyncio.timeout(DRAIN_SECONDS):
-            async for _ in incoming:
+            while await response.content.readany():
                 pass
-    except (TimeoutError, httpx.HTTPError):
+    except (TimeoutError, aiohttp.ClientError):
         pass
+
+
+@cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every route (building one loads the CA bundle): the one httpx built,
+    SSL_CERT_FILE or SSL_CERT_DIR when set, else certifi's bundle."""
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    try:
+        import certifi
+    except ImportError:  # pragma: no cover - certifi comes with httpx
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def env_proxy(url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy the environment names for `url` (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), read once per route."""
+    try:
+        return get_env_proxy_for_url(URL(url))
+    except (LookupError, ValueError):  # no proxy for it (a malformed URL fails on the request, as a 502)
+        return None, None
 
 
 class OpenAICompatProvider(Provider):
@@ -403,23 +442,43 @@ class OpenAICompatProvider(Provider):
             "content-type": "application/json",
             **{str(k): str(v) for k, v in (options.get("headers") or {}).items()},
         }
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the event loop `_client` belongs to
+        self._proxy, self._proxy_auth = env_proxy(base)
         self._key: str | None = None
         self._auth: dict[str, str] | None = None
 
     # ---- plumbing ----
-    def _open(self) -> httpx.AsyncClient:
-        """The route's pooled client, created on first use."""
+    def _open(self) -> aiohttp.ClientSession:
+        """A new pooled session for the route, in the running event loop."""
         route = self.route
         read = max(route.first_byte_timeout, route.idle_timeout) + SLACK_SECONDS
-        max_connections = int(self.route.options.get("max_connections", 1000))
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=route.connect_timeout, read=read, write=read, pool=read),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=min(100, max_connections)),
-            headers=self._static_headers,
-            follow_redirects=False,
+        max_connections = int(route.options.get("max_connections", 1000))
+        connector = aiohttp.TCPConnector(
+            limit=max_connections,
+            limit_per_host=0,
+            keepalive_timeout=30,
+            ttl_dns_cache=60,
+            ssl=tls_context() if self.base_url.startswith("https:") else True,
         )
+        self._client = aiohttp.ClientSession(
+            connector=connector,
+            # `connect` bounds waiting for a pooled connection plus connecting; `sock_read` each read
+            # (the answer's head included); no total: the gateway's first-byte and idle timeouts rule.
+            timeout=aiohttp.ClientTimeout(total=None, connect=read, sock_connect=route.connect_timeout, sock_read=read),
+            headers=self._static_headers,
+            cookie_jar=aiohttp.DummyCookieJar(),  # one upstream's cookies must never reach another caller's request
+            raise_for_status=False,
+        )
+        self._loop = asyncio.get_running_loop()
         return self._client
+
+    def _session(self) -> aiohttp.ClientSession:
+        """The route's pooled session, created on first use in this event loop."""
+        client = self._client
+        if client is None or client.closed or self._loop is not asyncio.get_running_loop():
+            return self._open()  # (a session belongs to one loop: a new loop, as in tests, gets its own)
+        return client
 
     def _credential_headers(self) -> dict[str, str] | None:
         """The auth header, read from the environment at call time (and cached while it is unchanged)."""
@@ -431,40 +490,51 @@ class OpenAICompatProvider(Provider):
             self._key, self._auth = key, {self._auth_header: value}
         return self._auth
 
-    async def _post(self, url: str, body: dict[str, Any], *, stream: bool) -> httpx.Response:
-        """Send `body`; any failure, including an error status, is raised as a GatewayError."""
+    async def _post(self, url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        """Send `body`; any failure, including an error status, is raised as a GatewayError.
+
+        The answer's body is not read yet: the caller reads it (or streams it) and releases it.
+        """
         headers = self._credential_headers()
-        client = self._client or self._open()
+        client = self._session()
         with upstream_failures(upstream_error):
-            request = client.build_request("POST", url, content=orjson.dumps(body), headers=headers)
-            response = await client.send(request, stream=stream)
-        if response.is_success:
+            response = await client.post(
+                url,
+                data=orjson.dumps(body),
+                headers=headers,
+                proxy=self._proxy,
+                proxy_auth=self._proxy_auth,
+                allow_redirects=False,  # a redirect is an error answer, never followed with the credential
+            )
+        if 200 <= response.status < 300:
             return response
         try:
-            content = await response.aread() if stream else response.content
-        except httpx.HTTPError:
+            content = await response.read()
+        except (aiohttp.ClientError, TimeoutError):
             content = b""
         finally:
-            if stream:
-                await response.aclose()
+            response.release()
         raise error_from_response(
-            response.status_code,
+            response.status,
             content,
-            reason=response.reason_phrase,
+            reason=response.reason or "",
             retry_after=response.headers.get("retry-after"),
         )
 
     @staticmethod
-    async def _read(response: httpx.Response) -> httpx.Response:
-        with upstream_failures(upstream_error):
-            await response.aread()
-        return response
+    async def _read(response: aiohttp.ClientResponse) -> bytes:
+        """The whole body; the connection goes back to the pool."""
+        try:
+            with upstream_failures(upstream_error):
+                return await response.read()
+        finally:
+            response.release()
 
-    def _json_body(self, response: httpx.Response) -> dict[str, Any]:
+    def _json_body(self, content: bytes) -> dict[str, Any]:
         """A 200 answer's JSON object; an error inside it is raised."""
-        payload = _json(response.content)
+        payload = _json(content)
         if not isinstance(payload, dict):
-            text = short_text(response.content, "empty body")
+            text = short_text(content, "empty body")
             raise upstream_failure(f"The {PROVIDER} upstream answered with a body that is not a JSON object: {text}")
         if payload.get("error") or payload.get("object") == "error":
             raise error_from_event(payload)
@@ -476,47 +546,48 @@ class OpenAICompatProvider(Provider):
         return chat_body(request, self.route.upstream_model, stream=bool(request.stream), force_usage=self._force_usage)
 
     async def complete(self, prepared: Prepared[dict[str, Any]]) -> dict[str, Any]:
-        response = await self._post(self._chat_url, prepared.payload, stream=False)
-        payload = self._json_body(response)
+        response = await self._post(self._chat_url, prepared.payload)
+        payload = self._json_body(await self._read(response))
         if not isinstance(payload.get("choices"), list):
             raise UpstreamError(f"The {PROVIDER} upstream answered without `choices`.")
         return normalise_completion(payload)
 
     async def stream(self, prepared: Prepared[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-        response = await self._post(self._chat_url, prepared.payload, stream=True)
+        response = await self._post(self._chat_url, prepared.payload)
+        finished = False
         try:
             if "application/json" in response.headers.get("content-type", ""):
                 chunks = completion_to_chunks(self._json_body(await self._read(response)))
             else:
                 reader = StreamTranslator()
-                incoming = response.aiter_bytes()
-                try:
-                    with upstream_failures(upstream_error):
-                        async for data in incoming:
-                            for chunk in reader.feed(data):
-                                yield chunk
-                            if reader.done:
-                                if reader.error is None:
-                                    await _drain(incoming)
-                                break
-                finally:
-                    await incoming.aclose()  # type: ignore[attr-defined]
+                content = response.content
+                with upstream_failures(upstream_error):
+                    while data := await content.readany():
+                        for chunk in reader.feed(data):
+                            yield chunk
+                        if reader.done:
+                            if reader.error is None:
+                                await _drain(response)
+                            break
                 chunks = reader.finish()
+            finished = True
             for chunk in chunks:
                 yield chunk
         finally:
-            await response.aclose()  # also when the consumer stops early: the upstream stops generating
+            if finished and response.content.at_eof():
+                response.release()  # read to its end: the connection goes back to the pool
+            else:
+                response.close()  # the consumer stopped early (or it failed): hang up, so the upstream stops
 
     async def embed(self, request: p.EmbeddingRequest) -> dict[str, Any]:
-        response = await self._post(
-            self._embeddings_url, embedding_body(request, self.route.upstream_model), stream=False
-        )
-        payload = self._json_body(response)
+        response = await self._post(self._embeddings_url, embedding_body(request, self.route.upstream_model))
+        payload = self._json_body(await self._read(response))
         if not isinstance(payload.get("data"), list):
             raise UpstreamError(f"The {PROVIDER} upstream answered without `data`.")
         return payload
 
     async def aclose(self) -> None:
+        """Close the pool, in the event loop it belongs to (one of a loop that is gone went with its loop)."""
         client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        if client is not None and not client.closed and self._loop is asyncio.get_running_loop():
+            await client.close()

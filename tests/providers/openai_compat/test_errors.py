@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 import pytest
+from aiohttp.client_reqrep import ConnectionKey
 
 from completions.errors import GatewayError, UpstreamAuthFailed, UpstreamError
 from completions.providers.openai_compat import (
@@ -144,30 +145,39 @@ def test_error_messages_never_quote_keys(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "quota-credential-x" not in event.message
 
 
+_KEY = ConnectionKey("upstream.example", 443, True, True, None, None, None, None)
+
+
 @pytest.mark.parametrize(
     ("exc", "status", "code"),
     [
-        (httpx.ConnectError("[Errno 111] Connection refused"), 502, "upstream_unreachable"),
-        (httpx.ConnectTimeout("timed out"), 502, "upstream_unreachable"),
-        (httpx.ReadTimeout("timed out"), 504, "upstream_timeout"),
-        (httpx.PoolTimeout("timed out"), 504, "upstream_timeout"),
         (
-            httpx.RemoteProtocolError("peer closed connection without sending complete message body"),
+            aiohttp.ClientConnectorError(_KEY, ConnectionRefusedError(111, "Connection refused")),
             502,
-            "upstream_connection_lost",
+            "upstream_unreachable",
         ),
-        (httpx.ReadError("reset"), 502, "upstream_connection_lost"),
-        (
-            httpx.UnsupportedProtocol("Request URL is missing an 'http://' or 'https://' protocol."),
-            502,
-            "upstream_error",
-        ),
+        (aiohttp.ClientConnectorDNSError(_KEY, OSError(-2, "Name or service not known")), 502, "upstream_unreachable"),
+        (aiohttp.ConnectionTimeoutError("timed out"), 502, "upstream_unreachable"),
+        (aiohttp.SocketTimeoutError("timed out"), 504, "upstream_timeout"),
+        (aiohttp.ServerTimeoutError("timed out"), 504, "upstream_timeout"),
+        (aiohttp.ServerDisconnectedError(), 502, "upstream_connection_lost"),
+        (aiohttp.ClientPayloadError("Response payload is not completed"), 502, "upstream_connection_lost"),
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), 502, "upstream_connection_lost"),
+        (aiohttp.ClientConnectionResetError("Cannot write to closing transport"), 502, "upstream_connection_lost"),
+        (aiohttp.InvalidURL("no-scheme/v1/chat/completions"), 502, "upstream_error"),
+        (aiohttp.NonHttpUrlClientError("ftp://upstream/v1/chat/completions"), 502, "upstream_error"),
     ],
 )
 def test_transport_errors(exc: Exception, status: int, code: str) -> None:
     err = upstream_error(exc)
     assert err is not None and (err.status, err.code) == (status, code)
     assert err.retryable
+
+
+def test_the_gateways_own_deadline_is_not_a_transport_error() -> None:
+    # aiohttp's timeouts are TimeoutErrors too; a bare one is the gateway's deadline, mapped by its owner.
+    assert upstream_error(TimeoutError()) is None
+    assert upstream_error(ConnectionRefusedError(111, "refused")) is None  # not aiohttp's: not an upstream failure
 
 
 def test_missing_credential_is_503_before_any_request(fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -248,3 +258,11 @@ def test_connection_refused_is_unreachable() -> None:
     with pytest.raises(GatewayError) as exc:
         run(lambda p: drain(p.stream(p.prepare(chat_request(stream=True)))), route)
     assert (exc.value.status, exc.value.code) == (502, "upstream_unreachable")
+
+
+@pytest.mark.parametrize("base_url", ["no-scheme/v1", "ftp://127.0.0.1/v1", "http://127.0.0.1:port/v1"])
+def test_a_base_url_that_is_not_a_usable_http_url_is_an_upstream_error(base_url: str) -> None:
+    route = route_for(base_url=base_url, api_key_env="")
+    with pytest.raises(GatewayError) as exc:
+        run(lambda p: p.complete(p.prepare(chat_request())), route)
+    assert (exc.value.status, exc.value.code) == (502, "upstream_error")

@@ -7,12 +7,14 @@ import asyncio
 import time
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
 from completions.errors import GatewayError
 from completions.protocol import EmbeddingRequest, validate
 from completions.providers.openai_compat import OpenAICompatProvider
+from tests.conftest import free_port
 from tests.fakes.base import Gate, Pause, Reply
 from tests.fakes.openai_server import (
     DONE,
@@ -35,10 +37,34 @@ def test_base_url_and_timeouts() -> None:
     provider = OpenAICompatProvider(route_for(first_byte_timeout=20, idle_timeout=45, connect_timeout=3))
     assert provider.base_url == "https://api.openai.com/v1"
     assert provider._chat_url == "https://api.openai.com/v1/chat/completions"
-    client = provider._open()
-    assert (client.timeout.connect, client.timeout.read) == (3, 50)
-    assert not client.follow_redirects
-    asyncio.run(provider.aclose())
+
+    async def opened() -> aiohttp.ClientSession:
+        client = provider._session()
+        assert (client.timeout.sock_connect, client.timeout.sock_read, client.timeout.total) == (3, 50, None)
+        assert isinstance(client.cookie_jar, aiohttp.DummyCookieJar)  # no upstream cookie reaches another request
+        assert provider._session() is client  # one pooled session per route
+        return client
+
+    # A session belongs to one event loop: another loop gets its own, and closing the provider there
+    # leaves the first one alone (it is closed in its own loop).
+    loop = asyncio.new_event_loop()
+    try:
+        first = loop.run_until_complete(opened())
+
+        async def elsewhere() -> None:
+            second = await opened()
+            assert second is not first
+            await provider.aclose()
+            assert second.closed and not first.closed
+
+        asyncio.run(elsewhere())
+        loop.run_until_complete(first.close())
+        third = loop.run_until_complete(opened())
+        asyncio.run(provider.aclose())  # from a loop it does not belong to: left open, no error
+        assert not third.closed and provider._client is None
+        loop.run_until_complete(third.close())
+    finally:
+        loop.close()
     ollama = OpenAICompatProvider(route_for(base_url="http://localhost:11434/v1/"))
     assert ollama._embeddings_url == "http://localhost:11434/v1/embeddings"
 
@@ -77,6 +103,10 @@ def test_key_rotation_is_picked_up(fake: FakeOpenAI, monkeypatch: pytest.MonkeyP
 
 
 def test_one_pooled_connection_serves_sequential_requests(fake: FakeOpenAI) -> None:
+    # The second stream's body ends a moment after its [DONE]: the provider waits for that end (a
+    # connection whose body was not read to its end would be closed instead of reused).
+    fake.script(Reply(json=completion()), Reply(events=[*text_events(usage=USAGE), Pause(0.1)]))
+
     async def four(p: OpenAICompatProvider) -> None:
         await p.complete(p.prepare(chat_request()))
         client = p._client
@@ -89,6 +119,26 @@ def test_one_pooled_connection_serves_sequential_requests(fake: FakeOpenAI) -> N
 
     run(four, route_for(fake))
     assert len(fake.peers) == 4 and len(set(fake.peers)) == 1
+
+
+def test_redirects_are_not_followed_with_the_credential(fake: FakeOpenAI) -> None:
+    fake.script(Reply(status=307, body=b"", headers={"location": fake.url + "/v1/elsewhere"}))
+    with pytest.raises(GatewayError) as exc:
+        run(lambda p: p.complete(p.prepare(chat_request())), route_for(fake))
+    assert exc.value.status >= 400
+    assert [r.path for r in fake.requests] == ["/v1/chat/completions"]  # only one request reached it
+
+
+def test_upstream_cookies_never_reach_the_next_request(fake: FakeOpenAI) -> None:
+    fake.script(Reply(json=completion(), headers={"set-cookie": "session=tenant-a; Path=/"}), Reply(json=completion()))
+
+    async def twice(p: OpenAICompatProvider) -> None:
+        await p.complete(p.prepare(chat_request()))
+        await p.complete(p.prepare(chat_request()))
+
+    # By host name: a cookie jar would keep no cookie of an IP address anyway.
+    run(twice, route_for(base_url=fake.url.replace("127.0.0.1", "localhost") + "/v1"))
+    assert len(fake.requests) == 2 and "cookie" not in fake.requests[1].headers
 
 
 def test_complete_without_usage_is_relayed_without_usage(fake: FakeOpenAI) -> None:
@@ -151,8 +201,10 @@ def test_closing_the_stream_early_closes_the_upstream(fake: FakeOpenAI) -> None:
         stream = p.stream(p.prepare(chat_request(stream=True)))
         await anext(stream)
         await stream.aclose()  # type: ignore[attr-defined]
-        # Closed by then, not later by a garbage-collection finalizer (httpx's pool is private API).
-        assert p._client._transport._pool.connections == []  # type: ignore[union-attr]
+        # Closed by then, not later by a garbage-collection finalizer (aiohttp's pool is private API):
+        # neither kept for reuse nor still held.
+        connector = p._client.connector  # type: ignore[union-attr]
+        assert not connector._conns and not connector._acquired  # type: ignore[union-attr]
         # Seen while the provider (and its pool) is still open: the stream itself hung up.
         deadline = time.monotonic() + 10
         while not fake.disconnects and time.monotonic() < deadline:
@@ -196,3 +248,23 @@ def test_embed_errors_and_missing_usage(fake: FakeOpenAI) -> None:
     with pytest.raises(GatewayError) as exc:
         run(lambda p: p.embed(request), route_for(fake))
     assert (exc.value.status, exc.value.param) == (400, "model")
+
+
+def test_the_environments_proxy_is_used(fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fake stands in for the proxy: a request for a port nothing listens on reaches it all the same.
+    upstream = f"localhost:{free_port()}"
+    route = route_for(base_url=f"http://{upstream}/v1")
+    monkeypatch.setenv("HTTP_PROXY", fake.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert run(lambda p: p.complete(p.prepare(chat_request())), route) == completion()
+    (sent,) = fake.requests
+    assert (sent.path, sent.headers["host"], sent.headers["authorization"]) == (
+        "/v1/chat/completions",
+        upstream,
+        f"Bearer {KEY}",
+    )
+    monkeypatch.setenv("NO_PROXY", "localhost")  # read when the route's provider is made: straight there
+    with pytest.raises(GatewayError) as exc:
+        run(lambda p: p.complete(p.prepare(chat_request())), route)
+    assert exc.value.code == "upstream_unreachable" and len(fake.requests) == 1
