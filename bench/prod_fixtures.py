@@ -110,7 +110,10 @@ def main() -> None:
             output_price_per_million=Decimal("0.60"),
             options={"max_connections": 2000},
         )
+    # The same routes for a key without limits: no Redis on its path (the benchmark's attribution).
+    _, unlimited = create_api_key(user, "bench-unlimited")
     bump_version()
+    print(f"unlimited {unlimited}")
     print(secret)
 
 

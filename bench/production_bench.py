@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -281,6 +282,7 @@ class Bench:
     redis_prefix: str = ""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     nginx_port: int = 0
+    unlimited_key: str = ""
     paced_port: int = 0
     key: str = ""
 
@@ -405,7 +407,7 @@ class Bench:
         env = self.gateway_env()
         subprocess.run([self.python, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
         nginx, paced = f"http://127.0.0.1:{self.nginx_port}", f"http://127.0.0.1:{self.paced_port}"
-        self.key = (
+        out = (
             subprocess.run(
                 [
                     *(self.python, "bench/prod_fixtures.py", "--json-base", f"{nginx}/json/v1"),
@@ -419,8 +421,10 @@ class Bench:
                 text=True,
             )
             .stdout.strip()
-            .splitlines()[-1]
-        )  # the key is the last line (log lines may come first)
+            .splitlines()
+        )
+        self.key = out[-1]  # the last line (log lines may come first)
+        self.unlimited_key = next(line.split()[1] for line in out if line.startswith("unlimited "))
 
     def gateway(self, workers: int = 2, name: str = "", root: Path = ROOT) -> Server:
         port = free_port()
@@ -550,6 +554,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="gw-prod-bench-"))
     bench = Bench(args, tmp, sys.executable)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: still stop the servers, drop the database
     try:
         run(bench)
     finally:
@@ -610,6 +615,7 @@ def run(bench: Bench) -> None:
                 shown = ", ".join(f"{k}={v:.2f}" for k, v in values.items())
                 print(f"round {round_no + 1} {label:>4} {server.name}: {shown}", flush=True)
 
+    attribution = attribute_redis(bench, gateway, args)
     time.sleep(3)
     idle_after = {s.name: s.rss() for s in servers}
     served = sum(sum(results[gateway.name].get(k, [0])) for k in ("c1_requests", "c64_requests"))
@@ -634,8 +640,27 @@ def run(bench: Bench) -> None:
         hold = hold_streams(bench, args.hold_streams)
 
     report(servers, results, idle, idle_after, direct, gateway, served, log_rows, health, hold, args)
+    print(
+        "\nThe same gateway with a key without limits (no Redis call on its path), back to back with the "
+        f"benchmark's key, {args.rounds} rounds: " + ", ".join(f"{k} {v}" for k, v in attribution.items())
+    )
     if log_rate:
         print(f"\nLog writer alone on PostgreSQL (bench/prod_fixtures.py --log-rows {args.log_rows}): {log_rate}")
+
+
+def attribute_redis(bench: Bench, gateway: Server, args: argparse.Namespace) -> dict[str, str]:
+    """c1 p50 and TTFT p50 of the benchmark's key (limits: two Redis calls per request) beside a key
+    without limits on the same gateway, alternating: what the admission's round trip adds."""
+    free = dataclasses.replace(
+        gateway, name="gateway, key without limits", headers={"Authorization": f"Bearer {bench.unlimited_key}"}
+    )
+    got: dict[str, list[float]] = {}
+    for _ in range(args.rounds):
+        for label, server in (("limited", gateway), ("unlimited", free)):
+            got.setdefault(f"{label} c1 p50", []).append(measure_wrk(server, 1, args.duration, bench.tmp)["p50"])
+            ttft = measure_ttft(server, args.streams, args.duration)["ttft_p50"]
+            got.setdefault(f"{label} TTFT p50", []).append(ttft)
+    return {k: f"{median(v):.2f} ms" for k, v in got.items()}
 
 
 def _gateway_rows(bench: Bench) -> int:

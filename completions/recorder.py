@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import queue
+import random
 import threading
 import time
 import uuid
@@ -36,13 +37,20 @@ from .spool import Orphan, Segment, Spool, database_tag
 logger = logging.getLogger(__name__)
 
 
+def new_uid() -> uuid.UUID:
+    """A random (version 4) UUID from the Mersenne Twister, which the random module reseeds from the
+    OS in every forked worker: uuid4() reads os.urandom, a system call per request, and the uid is
+    an identifier, not a secret."""
+    return uuid.UUID(int=random.getrandbits(128), version=4)
+
+
 @dataclass(slots=True)
 class RequestRecord:
     """Everything logged about one request."""
 
     request_id: str
     endpoint: str = "chat.completions"
-    uid: uuid.UUID = field(default_factory=uuid.uuid4)  # the gateway's own id: the row is written once
+    uid: uuid.UUID = field(default_factory=new_uid)  # the gateway's own id: the row is written once
     started: float = field(default_factory=time.perf_counter)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     key_id: int | None = None
