@@ -4,7 +4,8 @@ equal the rows they count. Run on SQLite by default and on PostgreSQL with DATAB
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -13,8 +14,9 @@ from django.db import connection  # noqa: F401  (read by postgres_only)
 
 from completions import multirow
 from completions.keys import create_api_key
-from completions.models import RequestLog
+from completions.models import LatencyDaily, RequestLog, UsageDaily
 from completions.recorder import LOG_COLUMNS, LogWriter, RequestRecord, to_values
+from completions.usage import UNKNOWN_MODEL, bucket_for, rollup
 
 postgres_only = pytest.mark.skipif("connection.vendor != 'postgresql'", reason="PostgreSQL's multi-row path")
 
@@ -111,3 +113,70 @@ def test_a_batch_past_one_statement_s_parameters_goes_in_several_in_one_pipeline
     assert writer.write(batch) == batch[2:11]  # four statements: every one's RETURNING rows are read
     assert seen.records == batch[:11]
     assert RequestLog.objects.count() == 11
+
+
+@pytest.mark.parametrize("statement_rows", ["as many as fit", "a few"])
+def test_rollups_of_a_multi_key_batch_equal_the_per_row_sums(
+    transactional_db: Any, django_user_model: Any, monkeypatch: pytest.MonkeyPatch, statement_rows: str
+) -> None:
+    if statement_rows == "a few":  # PostgreSQL: every statement split, all in one pipeline
+        monkeypatch.setattr(multirow, "MAX_PARAMETERS", 33)  # 1 log row, 3 usage rows, 8 latency rows
+    users = [django_user_model.objects.create_user(f"sums-{i}") for i in range(2)]
+    keys = [create_api_key(users[0], "a")[0], create_api_key(users[0], "b")[0], create_api_key(users[1], "c")[0]]
+    day = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
+
+    def batch(n: int, prefix: str) -> list[RequestRecord]:
+        out = []
+        for i in range(n):
+            key = keys[i % 3] if i % 7 else None  # some requests had no key
+            out.append(
+                record(
+                    f"{prefix}-{i}",
+                    created_at=day + timedelta(minutes=45 * (i % 2)),  # two UTC days
+                    key_id=key.id if key else None,
+                    user_id=key.user_id if key else None,
+                    model=["mock-gpt-model", "no-such-model"][i % 2 if i % 5 else 0],
+                    status_code=500 if i % 4 == 0 else 200,
+                    prompt_tokens=i,
+                    completion_tokens=2 * i + 1,
+                    input_price=Decimal("0.37"),
+                    output_price=Decimal("1.11"),
+                    latency_ms=(i * 37) % 4000,
+                )
+            )
+        return out
+
+    writer = LogWriter()
+    writer.hooks.append(rollup)
+    first, second = batch(60, "one"), batch(45, "two")
+    assert writer.write(first) == first
+    assert writer.write(second) == second  # the same roll-up rows again: the upserts add up
+    assert writer.write(first[:10]) == []  # already counted
+
+    usage: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * 8)
+    latency: dict[tuple[Any, ...], int] = defaultdict(int)
+    for r in first + second:
+        model = r.model if r.model == "mock-gpt-model" else UNKNOWN_MODEL
+        sums = usage[(r.created_at.date(), r.key_id or 0, model)]
+        for i, value in enumerate(
+            (1, r.is_error, r.prompt_tokens, r.completion_tokens, r.total_tokens, r.cost_nanos, r.latency_ms)
+        ):
+            sums[i] += value
+        sums[7] = r.user_id or 0
+        latency[(r.created_at.date(), model, bucket_for(r.latency_ms))] += 1
+    assert len(usage) > 10 and len({k[1] for k in usage}) == 4  # several rows a batch: keys, no key, days, models
+    stored = {
+        (u.day, u.key_id, u.model): [
+            u.requests,
+            u.errors,
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.total_tokens,
+            u.cost_nanos,
+            u.latency_ms_total,
+            u.user_id,
+        ]
+        for u in UsageDaily.objects.all()
+    }
+    assert stored == dict(usage)
+    assert {(h.day, h.model, h.bucket_ms): h.count for h in LatencyDaily.objects.all()} == dict(latency)
