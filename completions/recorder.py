@@ -237,6 +237,8 @@ class LogWriter:
     before it left (see `completions.spool`).
     """
 
+    check_idle_seconds = 2.0  # the connection's health is checked before a batch after this long idle
+
     def __init__(
         self,
         batch_size: int = 500,
@@ -264,6 +266,7 @@ class LogWriter:
 
     def _reset(self) -> None:
         self._queue: queue.SimpleQueue[RequestRecord | object] = queue.SimpleQueue()
+        self._used: tuple[Any, float] | None = None  # the writer's connection and when a batch last went in
         self._lock = threading.Condition()
         self._wake = threading.Event()  # flush() and close() cut the journal's wait short
         self._submitted = self._done = 0
@@ -515,23 +518,51 @@ class LogWriter:
         while True:
             if run.stopping.is_set() and time.monotonic() >= run.stop_by:
                 return None
+            unchecked = False
             try:
-                close_old_connections()  # as a request would: drop a broken or expired connection
+                unchecked = self._ready_connection()
                 inserted += self.write(batch)
+                self._used = (connection.connection, time.monotonic())
                 return inserted
             except REFUSED:
+                self._used = None
                 # Some row's data is refused: write the rows one by one and set the refused ones aside,
                 # so one bad row never holds the others.
                 written, batch = self._write_each(batch)
                 inserted += written
                 if not batch:
                     return inserted
-            except Exception:
+            except Exception as exc:
+                self._used = None
+                if unchecked:
+                    # The connection was not checked, as it had just worked: it may have dropped since
+                    # (the server restarted). Again at once, checked: a dead connection is replaced.
+                    logger.warning("writing %d request-log rows failed (%s); retrying at once", len(batch), exc)
+                    continue
                 logger.exception("writing %d request-log rows failed; retrying in %.1fs", len(batch), delay)
             if run.stopping.is_set():
                 return None  # no waiting for the database at shutdown: the rows are in the spool
             run.stopping.wait(delay)
             delay = min(delay * 2, 30.0)
+
+    def _ready_connection(self) -> bool:
+        """Drop a broken or expired connection, as a request would; True if its health check was skipped.
+
+        The check (a SELECT 1 round trip on PostgreSQL) is skipped on the connection the last batch
+        went through, if that batch went in less than `check_idle_seconds` ago: under load, batches
+        follow each other, and a connection that just worked is as checked as a SELECT 1 would make
+        it. A write that fails on it is retried at once, checked (see _write_batch)."""
+        close_old_connections()  # CONN_MAX_AGE, errors seen since the last use
+        used = self._used
+        if (
+            used is not None
+            and connection.connection is not None
+            and connection.connection is used[0]
+            and time.monotonic() - used[1] < self.check_idle_seconds
+        ):
+            connection.health_check_done = True
+            return True
+        return False
 
     def _write_each(self, batch: list[RequestRecord]) -> tuple[list[RequestRecord], list[RequestRecord]]:
         """Write `batch` row by row, setting aside rows the database refuses; the rows inserted, and

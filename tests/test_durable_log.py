@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, connections
 
 from completions.models import RequestLog, SetAsideLogRow, UsageDaily
 from completions.recorder import LogWriter, RequestRecord, record_from_line, spool_line, to_values
@@ -73,7 +73,7 @@ class Database:
 
 
 def writer_on(spool: Path, db: Database | None = None, **options: Any) -> LogWriter:
-    writer = LogWriter(spool_dir=spool, flush_seconds=0.01, retry_seconds=0.05, **options)
+    writer = LogWriter(spool_dir=spool, **{"flush_seconds": 0.01, "retry_seconds": 0.05, **options})
     writer.hooks.append(rollup)
     if db is not None:
         writer.hooks.append(db)
@@ -294,4 +294,55 @@ def test_a_spool_that_cannot_be_written_costs_durability_not_the_log(transaction
     db.down.clear()
     assert writer.flush(10) and writer.close()
     assert RequestLog.objects.count() == 15 - writer.dropped
+    assert_rollups_equal_the_log()
+
+
+# ---- the writer's connection -------------------------------------------------------------------
+
+
+def test_back_to_back_batches_skip_the_health_check_an_idle_connection_gets_it(
+    transactional_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks: list[str] = []
+    wrapper = type(connections["default"])
+    is_usable = wrapper.is_usable
+
+    def counted(self: Any) -> bool:
+        if threading.current_thread().name == "request-log-writer":
+            checks.append("SELECT 1")
+        return is_usable(self)
+
+    monkeypatch.setattr(wrapper, "is_usable", counted)
+    writer = writer_on(tmp_path)
+    batch = records(4)
+    for record in batch[:3]:
+        writer.submit(record)
+        assert writer.flush(10)  # a batch each, each on the connection the one before used
+    assert checks == []  # the first batch opened the connection; the next two had just seen it work
+    writer.check_idle_seconds = 0.0  # as if the connection had been idle: checked before the batch
+    writer.submit(batch[3])
+    assert writer.flush(10) and writer.close()
+    assert checks == ["SELECT 1"]
+    assert RequestLog.objects.count() == 4
+    assert_rollups_equal_the_log()
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'", reason="drops a PostgreSQL connection")
+def test_a_connection_dropped_between_batches_is_replaced_at_once(transactional_db: Any, tmp_path: Path) -> None:
+    writer = writer_on(tmp_path, retry_seconds=30.0)  # a wait would outlast the flush
+    batch = records(6)
+    for record in batch[:3]:
+        writer.submit(record)
+    assert writer.flush(10)
+    with connection.cursor() as cursor:  # as a server restart would: every other session ends
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchall()
+    for record in batch[3:]:
+        writer.submit(record)
+    assert writer.flush(10), "the writer waited instead of reconnecting"
+    assert writer.close()
+    assert sorted(RequestLog.objects.values_list("uid", flat=True)) == sorted(r.uid for r in batch)
     assert_rollups_equal_the_log()
