@@ -174,6 +174,19 @@ def spool_line(record: RequestRecord) -> bytes:
         return orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
 
 
+def storable_line(record: RequestRecord) -> bytes:
+    """The spool line of the record made storable (`make_storable`, which changes the record too).
+
+    The line is JSON, where a NUL character anywhere (text, JSON values and keys) is written
+    `\\u0000`: only a record whose line holds that goes through `make_storable`, which walks every
+    text field and JSON value in Python, and is written again."""
+    line = spool_line(record)
+    if b"\\u0000" in line:  # also a text holding a backslash then "u0000": made storable for nothing
+        record.make_storable()
+        line = spool_line(record)
+    return line
+
+
 _FIELDS = tuple(name for name in RequestRecord.__dataclass_fields__ if name != "started")
 _DECODE: dict[str, Callable[[Any], Any]] = {
     "uid": uuid.UUID,
@@ -419,12 +432,12 @@ class LogWriter:
         spooled: list[RequestRecord] = []
         unspooled: list[RequestRecord] = []
         for record in batch:
-            record.make_storable()
             try:
-                lines.append(spool_line(record))
+                lines.append(storable_line(record))
                 spooled.append(record)
             except Exception:
                 logger.exception("request-log row %s can't be spooled; it is held in memory only", record.request_id)
+                record.make_storable()
                 unspooled.append(record)
         if lines:
             try:

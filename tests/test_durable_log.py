@@ -11,11 +11,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from django.db import OperationalError, connection, connections
 
 from completions.models import RequestLog, SetAsideLogRow, UsageDaily
-from completions.recorder import LogWriter, RequestRecord, record_from_line, spool_line, to_values
+from completions.recorder import LogWriter, RequestRecord, record_from_line, spool_line, storable_line, to_values
 from completions.spool import Spool, database_tag
 from completions.usage import rollup
 
@@ -125,6 +126,25 @@ def test_a_spool_line_holds_the_whole_record() -> None:
     assert back.response_text == "lone ? surrogate"  # UTF-8 can't hold it: replaced, in memory as in the spool
     with pytest.raises(ValueError):
         record_from_line(line[:-20])  # cut short by a crash
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"end_user": "x\u0000y"},
+        {"metadata": {"team\u0000": "a"}},
+        {"request_body": {"messages": [{"content": ["deep", {"k": "v\u0000"}]}]}},
+        {"attempts": [{"message": "\u0000"}]},
+    ],
+)
+def test_a_nul_anywhere_is_replaced_before_the_row_is_spooled(where: dict[str, Any]) -> None:
+    record = RequestRecord(request_id="nul", **where)
+    line = storable_line(record)
+    in_memory = orjson.dumps(to_values(record), default=str)
+    assert b"\\u0000" not in line and b"\\u0000" not in in_memory and "\ufffd".encode() in in_memory
+    assert to_values(record_from_line(line)) == to_values(record)
+    clean = RequestRecord(request_id="clean", metadata={"text": "a backslash: \\u0000 is not a NUL"})
+    assert storable_line(clean) == spool_line(clean) and clean.metadata == {"text": "a backslash: \\u0000 is not a NUL"}
 
 
 def test_rows_are_spooled_while_the_database_is_down_and_written_once_it_is_back(
