@@ -25,7 +25,6 @@ class Values:
     head: str  # INSERT INTO table (a, b, ...)
     tail: str  # ON CONFLICT ..., RETURNING ...
     width: int
-    returning: bool = False  # the statement returns rows (fetched and handed back)
 
     @property
     def rows_per_statement(self) -> int:
@@ -51,37 +50,48 @@ def _sql(statement: Values, rows: int) -> bytes:
     return f"{statement.head} VALUES {values} {statement.tail}".encode()
 
 
-def execute(cursor: Any, work: Sequence[tuple[Values, Sequence[Sequence[Any]]]]) -> list[list[tuple[Any, ...]]]:
+class Result:
+    """What one statement did over all its rows: how many it inserted or updated, and the rows its
+    RETURNING clause gave, read from the answers only when asked for (loading a value, a UUID
+    say, costs CPU the caller may not need to spend)."""
+
+    def __init__(self, cursors: list[Any]) -> None:
+        self._cursors = cursors
+        self._rows: list[tuple[Any, ...]] | None = None
+
+    @property
+    def rowcount(self) -> int:
+        return sum(c.rowcount for c in self._cursors)
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        if self._rows is None:
+            self._rows = [row for c in self._cursors for row in c.fetchall()]
+        return self._rows
+
+
+def execute(cursor: Any, work: Sequence[tuple[Values, Sequence[Sequence[Any]]]]) -> list[Result]:
     """Run each statement over its rows (split to stay under the parameter limit) in one pipeline,
-    on a Django cursor of a PostgreSQL (psycopg 3) connection; for each statement, the rows it
-    returned (empty unless `returning`). Errors come out as Django's database errors.
+    on a Django cursor of a PostgreSQL (psycopg 3) connection; what each statement did. Errors
+    come out as Django's database errors.
 
     The cursors bind their parameters server-side whatever Django's own cursors do (RawCursor:
     the statements carry PostgreSQL's placeholders, no conversion), and the statements are not
-    prepared (prepare=False), so a transaction-pooling proxy sees nothing it could not route."""
+    prepared (prepare=False), so a transaction-pooling proxy sees nothing it could not route.
+    They are client-side cursors: nothing is held on the server once the pipeline is read."""
     import psycopg
 
-    out: list[list[tuple[Any, ...]]] = [[] for _ in work]
+    results = [Result([]) for _ in work]
     if not any(rows for _, rows in work):
-        return out
+        return results
     db = cursor.db
     raw = db.connection
-    sent: list[tuple[int, psycopg.RawCursor[Any]]] = []
-    with db.wrap_database_errors:
-        try:
-            with raw.pipeline():
-                for position, (statement, rows) in enumerate(work):
-                    step = statement.rows_per_statement
-                    for start in range(0, len(rows), step):
-                        part = rows[start : start + step]
-                        sink = psycopg.RawCursor(raw)
-                        sent.append((position, sink))
-                        sink.execute(statement.sql(len(part)), list(chain.from_iterable(part)), prepare=False)
-            # Leaving the pipeline sent it and read every answer: fetching waits for nothing.
-            for position, sink in sent:
-                if work[position][0].returning:
-                    out[position].extend(sink.fetchall())
-        finally:
-            for _, sink in sent:
-                sink.close()
-    return out
+    with db.wrap_database_errors, raw.pipeline():
+        for result, (statement, rows) in zip(results, work, strict=True):
+            step = statement.rows_per_statement
+            for start in range(0, len(rows), step):
+                part = rows[start : start + step]
+                sink = psycopg.RawCursor(raw)
+                result._cursors.append(sink)
+                sink.execute(statement.sql(len(part)), list(chain.from_iterable(part)), prepare=False)
+        # Leaving the pipeline sent it and read every answer: the results wait for nothing.
+    return results

@@ -678,11 +678,14 @@ class LogWriter:
         with transaction.atomic():
             with connection.cursor() as cursor:
                 new = insert(cursor, batch)
-            inserted = []
-            for record in batch:
-                if record.uid in new:
-                    new.discard(record.uid)  # a uid twice in one batch is one row
-                    inserted.append(record)
+            if new is None:
+                inserted = list(batch)  # every row went in (so no uid was there twice): the common case
+            else:
+                inserted = []
+                for record in batch:
+                    if record.uid in new:
+                        new.discard(record.uid)  # a uid twice in one batch is one row
+                        inserted.append(record)
             if inserted:
                 for hook in self.hooks:
                     hook(inserted)
@@ -774,7 +777,8 @@ def to_values(r: RequestRecord) -> dict[str, Any]:
     return dict(zip(LOG_COLUMNS, log_row(r), strict=True))
 
 
-Insert = Callable[[Any, list[RequestRecord]], set[uuid.UUID]]  # (Django cursor, batch): the uids inserted
+# (Django cursor, batch): the uids inserted, or None if every row was (the batch held no uid twice)
+Insert = Callable[[Any, list[RequestRecord]], set[uuid.UUID] | None]
 
 _PLANS: dict[str, Insert] = {}
 
@@ -798,7 +802,6 @@ def _log_statement() -> Values:
         f"INSERT INTO {quote(meta.db_table)} ({columns})",
         f"ON CONFLICT ({uid}) DO NOTHING RETURNING {uid}",
         len(LOG_COLUMNS),
-        returning=True,
     )
 
 
@@ -814,17 +817,20 @@ def _json_text(value: Any) -> str | None:
 
 
 class _PostgresInsert:
-    """PostgreSQL (psycopg 3): one multi-row INSERT per batch, its values bound server-side, and the
-    uids it inserted from its RETURNING rows. Values go to psycopg as they are; only the JSON columns
-    are encoded here, as text the server reads as jsonb."""
+    """PostgreSQL (psycopg 3): one multi-row INSERT per batch, its values bound server-side. When it
+    inserted fewer rows than it was given (a uid already in the log, or twice in the batch), its
+    RETURNING rows tell which went in; otherwise they are not even read. Values go to psycopg as
+    they are; only the JSON columns are encoded here, as text the server reads as jsonb."""
 
     def __init__(self) -> None:
         self.statement = _log_statement()
 
-    def __call__(self, cursor: Any, batch: list[RequestRecord]) -> set[uuid.UUID]:
+    def __call__(self, cursor: Any, batch: list[RequestRecord]) -> set[uuid.UUID] | None:
         rows = [log_row(r, _json_text) for r in batch]
-        (returned,) = multirow.execute(cursor, [(self.statement, rows)])
-        return {row[0] for row in returned}
+        (result,) = multirow.execute(cursor, [(self.statement, rows)])
+        if result.rowcount == len(rows):
+            return None  # every row went in: no need to read which
+        return {row[0] for row in result.rows()}
 
 
 class _Skipped(Exception):
@@ -850,7 +856,7 @@ class _CountedInsert:
         fields = [RequestLog._meta.get_field(name) for name in LOG_COLUMNS]
         self.adapted = [(i, f) for i, f in enumerate(fields) if isinstance(f, kinds)]
 
-    def __call__(self, cursor: Any, batch: list[RequestRecord]) -> set[uuid.UUID]:
+    def __call__(self, cursor: Any, batch: list[RequestRecord]) -> set[uuid.UUID] | None:
         db = cursor.db
         rows = []
         for r in batch:
@@ -863,7 +869,7 @@ class _CountedInsert:
                 cursor.executemany(self.counted, rows)
                 if cursor.rowcount != len(rows):
                     raise _Skipped
-            return {r.uid for r in batch}
+            return None
         except _Skipped:
             pass
         found: set[uuid.UUID] = set()
