@@ -4,14 +4,14 @@ The request-log writer inserts its batches and upserts their roll-ups with these
 `INSERT ... VALUES (...), (...)` per batch, with the values bound server-side, costs a
 fraction of the CPU of a statement per row (psycopg dumps the parameters in C; Django's
 client-side binding quotes each one in Python), and the statements of one step go to the
-server in one pipeline: one round trip, whatever the number of rows.
+server in one pipeline: one round trip, whatever the number of rows (psycopg sends the BEGIN
+that opens a transaction, when a statement is the transaction's first, on a round trip of its own).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from itertools import chain
 from typing import Any
 
@@ -38,16 +38,24 @@ class Values:
         return f"{self.head} VALUES ({', '.join(['%s'] * self.width)}) {self.tail}"
 
 
-@lru_cache(maxsize=256)
 def _sql(statement: Values, rows: int) -> bytes:
     # PostgreSQL's own placeholders ($1, $2, ...), for a RawCursor: psycopg does not cache its
     # conversion of %s placeholders for statements this long, and converting one in Python
-    # costs more than dumping its parameters.
-    width = statement.width
-    values = ",".join(
-        "(" + ",".join(f"${n}" for n in range(row * width + 1, row * width + width + 1)) + ")" for row in range(rows)
-    )
-    return f"{statement.head} VALUES {values} {statement.tail}".encode()
+    # costs more than dumping its parameters. Not cached whole either (a statement of 500 log
+    # rows is some 100 KB, and batches come in every size): the placeholders of each row are
+    # made once per width, and joining them costs microseconds.
+    groups = _groups.get(statement.width, [])
+    if len(groups) < rows:
+        groups = _groups[statement.width] = _placeholders(statement.width, max(rows, 2 * len(groups)))
+    return f"{statement.head} VALUES {','.join(groups[:rows])} {statement.tail}".encode()
+
+
+_groups: dict[int, list[str]] = {}  # width: "($1,$2)", "($3,$4)", ... (replaced whole, never changed)
+
+
+def _placeholders(width: int, rows: int) -> list[str]:
+    rows = min(rows, MAX_PARAMETERS // width)
+    return ["(" + ",".join(f"${n}" for n in range(row * width + 1, (row + 1) * width + 1)) + ")" for row in range(rows)]
 
 
 class Result:
