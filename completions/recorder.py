@@ -12,6 +12,7 @@ and is written, exactly once (rows are keyed by `uid`), by the next process to s
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -31,7 +32,8 @@ import orjson
 from django.conf import settings
 from django.db import DataError, IntegrityError, close_old_connections, connection, connections, transaction
 
-from . import metrics, pricing
+from . import metrics, multirow, pricing
+from .multirow import Values
 from .spool import Orphan, Segment, Spool, database_tag
 
 logger = logging.getLogger(__name__)
@@ -180,6 +182,19 @@ def spool_line(record: RequestRecord) -> bytes:
         return orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
 
 
+def storable_line(record: RequestRecord) -> bytes:
+    """The spool line of the record made storable (`make_storable`, which changes the record too).
+
+    The line is JSON, where a NUL character anywhere (text, JSON values and keys) is written
+    `\\u0000`: only a record whose line holds that goes through `make_storable`, which walks every
+    text field and JSON value in Python, and is written again."""
+    line = spool_line(record)
+    if b"\\u0000" in line:  # also a text holding a backslash then "u0000": made storable for nothing
+        record.make_storable()
+        line = spool_line(record)
+    return line
+
+
 _FIELDS = tuple(name for name in RequestRecord.__dataclass_fields__ if name != "started")
 _DECODE: dict[str, Callable[[Any], Any]] = {
     "uid": uuid.UUID,
@@ -243,6 +258,8 @@ class LogWriter:
     before it left (see `completions.spool`).
     """
 
+    check_idle_seconds = 2.0  # the connection's health is checked before a batch after this long idle
+
     def __init__(
         self,
         batch_size: int = 500,
@@ -270,6 +287,7 @@ class LogWriter:
 
     def _reset(self) -> None:
         self._queue: queue.SimpleQueue[RequestRecord | object] = queue.SimpleQueue()
+        self._used: tuple[Any, float] | None = None  # the writer's connection and when a batch last went in
         self._lock = threading.Condition()
         self._wake = threading.Event()  # flush() and close() cut the journal's wait short
         self._submitted = self._done = 0
@@ -422,12 +440,12 @@ class LogWriter:
         spooled: list[RequestRecord] = []
         unspooled: list[RequestRecord] = []
         for record in batch:
-            record.make_storable()
             try:
-                lines.append(spool_line(record))
+                lines.append(storable_line(record))
                 spooled.append(record)
             except Exception:
                 logger.exception("request-log row %s can't be spooled; it is held in memory only", record.request_id)
+                record.make_storable()
                 unspooled.append(record)
         if lines:
             try:
@@ -521,23 +539,51 @@ class LogWriter:
         while True:
             if run.stopping.is_set() and time.monotonic() >= run.stop_by:
                 return None
+            unchecked = False
             try:
-                close_old_connections()  # as a request would: drop a broken or expired connection
+                unchecked = self._ready_connection()
                 inserted += self.write(batch)
+                self._used = (connection.connection, time.monotonic())
                 return inserted
             except REFUSED:
+                self._used = None
                 # Some row's data is refused: write the rows one by one and set the refused ones aside,
                 # so one bad row never holds the others.
                 written, batch = self._write_each(batch)
                 inserted += written
                 if not batch:
                     return inserted
-            except Exception:
+            except Exception as exc:
+                self._used = None
+                if unchecked:
+                    # The connection was not checked, as it had just worked: it may have dropped since
+                    # (the server restarted). Again at once, checked: a dead connection is replaced.
+                    logger.warning("writing %d request-log rows failed (%s); retrying at once", len(batch), exc)
+                    continue
                 logger.exception("writing %d request-log rows failed; retrying in %.1fs", len(batch), delay)
             if run.stopping.is_set():
                 return None  # no waiting for the database at shutdown: the rows are in the spool
             run.stopping.wait(delay)
             delay = min(delay * 2, 30.0)
+
+    def _ready_connection(self) -> bool:
+        """Drop a broken or expired connection, as a request would; True if its health check was skipped.
+
+        The check (a SELECT 1 round trip on PostgreSQL) is skipped on the connection the last batch
+        went through, if that batch went in less than `check_idle_seconds` ago: under load, batches
+        follow each other, and a connection that just worked is as checked as a SELECT 1 would make
+        it. A write that fails on it is retried at once, checked (see _write_batch)."""
+        close_old_connections()  # CONN_MAX_AGE, errors seen since the last use
+        used = self._used
+        if (
+            used is not None
+            and connection.connection is not None
+            and connection.connection is used[0]
+            and time.monotonic() - used[1] < self.check_idle_seconds
+        ):
+            connection.health_check_done = True
+            return True
+        return False
 
     def _write_each(self, batch: list[RequestRecord]) -> tuple[list[RequestRecord], list[RequestRecord]]:
         """Write `batch` row by row, setting aside rows the database refuses; the rows inserted, and
@@ -631,20 +677,23 @@ class LogWriter:
         batch retried after a commit whose answer was lost, a spool file replayed again.
         The hooks see only the rows inserted, so the roll-ups count every row once.
 
-        Rows go in with one prepared INSERT run over the batch: the ORM's bulk_create
-        compiles SQL for every batch and costs several times more CPU per row, which
-        this thread would take from the request path's GIL.
+        Rows go in with SQL built once per database kind, not the ORM's bulk_create, which
+        compiles SQL for every batch and costs several times more CPU per row, CPU this
+        thread would take from the request path's GIL. On PostgreSQL that is one multi-row
+        INSERT per batch (see `completions.multirow`); on SQLite, one INSERT run over the batch.
         """
-        plan = _insert_plan()
-        rows = [plan.prepare(to_values(r)) for r in batch]
+        insert = _insert_plan()
         with transaction.atomic():
             with connection.cursor() as cursor:
-                new = plan.insert_rows(cursor, rows)
-            inserted = []
-            for record in batch:
-                if record.uid in new:
-                    new.discard(record.uid)  # a uid twice in one batch is one row
-                    inserted.append(record)
+                new = insert(cursor, batch)
+            if new is None:
+                inserted = list(batch)  # every row went in (so no uid was there twice): the common case
+            else:
+                inserted = []
+                for record in batch:
+                    if record.uid in new:
+                        new.discard(record.uid)  # a uid twice in one batch is one row
+                        inserted.append(record)
             if inserted:
                 for hook in self.hooks:
                     hook(inserted)
@@ -652,136 +701,189 @@ class LogWriter:
         return inserted
 
 
-@dataclass(frozen=True)
-class _InsertPlan:
-    sql: str  # INSERT ... ON CONFLICT (uid) DO NOTHING RETURNING uid
-    prepare: Callable[[dict[str, Any]], tuple[Any, ...]]  # one row's values, adapted for the database
-    insert: Callable[[Any, _InsertPlan, list[tuple[Any, ...]]], list[Any]]  # runs `sql` over rows: uids inserted
-    uid_index: int  # where the uid is in a prepared row
+# ---- the INSERT --------------------------------------------------------------------------------
 
-    def insert_rows(self, cursor: Any, rows: list[tuple[Any, ...]]) -> set[uuid.UUID]:
-        return {u if isinstance(u, uuid.UUID) else uuid.UUID(u) for u in self.insert(cursor, self, rows)}
+# The RequestLog columns the writer fills (attribute names), in the order `log_row` gives them.
+LOG_COLUMNS = (
+    "created_at",
+    "uid",
+    "request_id",
+    "endpoint",
+    "api_key_id",
+    "key_prefix",
+    "user_id",
+    "model",
+    "provider",
+    "upstream_model",
+    "route_id",
+    "stream",
+    "status_code",
+    "error_type",
+    "error_code",
+    "error_message",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "usage_estimated",
+    "cost",
+    "latency_ms",
+    "ttft_ms",
+    "finish_reason",
+    "client_disconnected",
+    "attempts",
+    "end_user",
+    "metadata",
+    "request_body",
+    "response_text",
+)
 
 
-_PLANS: dict[str, _InsertPlan] = {}
+def _same(value: Any) -> Any:
+    return value
 
 
-def _insert_plan() -> _InsertPlan:
+def log_row(r: RequestRecord, encode_json: Callable[[Any], Any] = _same) -> tuple[Any, ...]:
+    """The RequestLog column values for a record, in LOG_COLUMNS order; `encode_json` encodes the JSON ones.
+
+    A tuple built at once, not a dict per row turned into a tuple: this runs for every row."""
+    return (
+        r.created_at,
+        r.uid,
+        r.request_id,
+        r.endpoint,
+        r.key_id,
+        r.key_prefix,
+        r.user_id,
+        r.model[:200],
+        r.provider,
+        r.upstream_model[:200],
+        r.route_id,
+        r.stream,
+        r.status_code,
+        r.error_type[:64],
+        r.error_code[:64],
+        r.error_message,
+        r.prompt_tokens,
+        r.completion_tokens,
+        r.prompt_tokens + r.completion_tokens,
+        r.usage_estimated,
+        pricing.cost(r.prompt_tokens, r.completion_tokens, r.input_price, r.output_price),
+        r.latency_ms,
+        r.ttft_ms,
+        r.finish_reason[:32],
+        r.client_disconnected,
+        encode_json(r.attempts),
+        r.end_user[:256],
+        encode_json(r.metadata),
+        encode_json(r.request_body),
+        r.response_text,
+    )
+
+
+def to_values(r: RequestRecord) -> dict[str, Any]:
+    """The RequestLog column values (by attribute name) for a record."""
+    return dict(zip(LOG_COLUMNS, log_row(r), strict=True))
+
+
+# (Django cursor, batch): the uids inserted, or None if every row was (the batch held no uid twice)
+Insert = Callable[[Any, list[RequestRecord]], set[uuid.UUID] | None]
+
+_PLANS: dict[str, Insert] = {}
+
+
+def _insert_plan() -> Insert:
     """The INSERT for RequestLog and how to run it (built once per database kind)."""
     plan = _PLANS.get(connection.vendor)
     if plan is None:
-        plan = _PLANS[connection.vendor] = _build_insert_plan()
+        plan = _PLANS[connection.vendor] = _PostgresInsert() if connection.vendor == "postgresql" else _CountedInsert()
     return plan
 
 
-def _build_insert_plan() -> _InsertPlan:
-    from django.db import models
-
+def _log_statement() -> Values:
     from .models import RequestLog
 
-    fields = [f for f in RequestLog._meta.concrete_fields if not f.primary_key]
+    meta = RequestLog._meta
     quote = connection.ops.quote_name
-    table = quote(RequestLog._meta.db_table)
-    columns = ", ".join(quote(f.column) for f in fields)
-    uid = quote(RequestLog._meta.get_field("uid").column)
-    sql = (
-        f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) "
-        f"ON CONFLICT ({uid}) DO NOTHING RETURNING {uid}"
+    columns = ", ".join(quote(meta.get_field(name).column) for name in LOG_COLUMNS)
+    uid = quote(meta.get_field("uid").column)
+    return Values(
+        f"INSERT INTO {quote(meta.db_table)} ({columns})",
+        f"ON CONFLICT ({uid}) DO NOTHING RETURNING {uid}",
+        len(LOG_COLUMNS),
     )
-    # Only JSON, date-time, decimal and UUID columns need the database's own adaptation; every
-    # other value (str, int, bool, None) goes to the driver as it is.
-    adapters: list[tuple[str, Callable[[Any], Any] | None]] = []
-    for f in fields:
-        if isinstance(f, (models.JSONField, models.DateTimeField, models.DecimalField, models.UUIDField)):
-            adapters.append((f.attname, _db_adapter(f)))
-        else:
-            adapters.append((f.attname, None))
-
-    def prepare(values: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(values[name] if adapt is None else adapt(values[name]) for name, adapt in adapters)
-
-    insert = _insert_pipelined if connection.vendor == "postgresql" else _insert_counted
-    uid_index = [f.attname for f in fields].index("uid")
-    return _InsertPlan(sql, prepare, insert, uid_index)
 
 
-def _insert_pipelined(cursor: Any, plan: _InsertPlan, rows: list[tuple[Any, ...]]) -> list[Any]:
-    """PostgreSQL (psycopg 3): one executemany, pipelined, keeping each statement's RETURNING row."""
-    raw = cursor.cursor  # Django's wrapper has no `returning`; its error translation is kept below
-    found: list[Any] = []
-    with cursor.db.wrap_database_errors:
-        raw.executemany(plan.sql, rows, returning=True)
-        while True:
-            found.extend(row[0] for row in raw.fetchall())
-            if not raw.nextset():
-                return found
+def _json_text(value: Any) -> str | None:
+    """A JSON column's value as JSON text (the server reads it as jsonb); None stays SQL NULL, as
+    Django stores it."""
+    if value is None:
+        return None
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError: a non-string key, an integer past 64 bits
+        return json.dumps(value)
+
+
+class _PostgresInsert:
+    """PostgreSQL (psycopg 3): one multi-row INSERT per batch, its values bound server-side. When it
+    inserted fewer rows than it was given (a uid already in the log, or twice in the batch), its
+    RETURNING rows tell which went in; otherwise they are not even read. Values go to psycopg as
+    they are; only the JSON columns are encoded here, as text the server reads as jsonb."""
+
+    def __init__(self) -> None:
+        self.statement = _log_statement()
+
+    def __call__(self, cursor: Any, batch: list[RequestRecord]) -> set[uuid.UUID] | None:
+        rows = [log_row(r, _json_text) for r in batch]
+        (result,) = multirow.execute(cursor, [(self.statement, rows)])
+        if result.rowcount == len(rows):
+            return None  # every row went in: no need to read which
+        return {row[0] for row in result.rows()}
 
 
 class _Skipped(Exception):
     """Some row of a batch was already in the log: undo the batch's savepoint and go row by row."""
 
 
-def _insert_counted(cursor: Any, plan: _InsertPlan, rows: list[tuple[Any, ...]]) -> list[Any]:
+class _CountedInsert:
     """SQLite: its executemany discards RETURNING rows, so run the batch without them and count;
     only when some row was skipped (rare: a replay), undo it and insert row by row, which tells
     which rows went in. A statement per row always would halve the writer's rows per second."""
-    try:
-        with transaction.atomic():
-            cursor.executemany(plan.sql.partition(" RETURNING ")[0], rows)
-            if cursor.rowcount != len(rows):
-                raise _Skipped
-        return [row[plan.uid_index] for row in rows]
-    except _Skipped:
-        pass
-    found: list[Any] = []
-    for row in rows:
-        cursor.execute(plan.sql, row)
-        got = cursor.fetchone()
-        if got is not None:
-            found.append(got[0])
-    return found
 
+    def __init__(self) -> None:
+        from django.db import models
 
-def _db_adapter(field: Any) -> Callable[[Any], Any]:
-    """The database's own adaptation of a value for `field` (JSON, date-time, decimal)."""
+        from .models import RequestLog
 
-    def adapt(value: Any) -> Any:
-        return field.get_db_prep_save(value, connection)
+        statement = _log_statement()
+        self.sql = statement.single()
+        self.counted = self.sql.partition(" RETURNING ")[0]
+        # Only JSON, date-time, decimal and UUID columns need the database's own adaptation; every
+        # other value (str, int, bool, None) goes to the driver as it is.
+        kinds = (models.JSONField, models.DateTimeField, models.DecimalField, models.UUIDField)
+        fields = [RequestLog._meta.get_field(name) for name in LOG_COLUMNS]
+        self.adapted = [(i, f) for i, f in enumerate(fields) if isinstance(f, kinds)]
 
-    return adapt
-
-
-def to_values(r: RequestRecord) -> dict[str, Any]:
-    """The RequestLog column values (by attribute name) for a record."""
-    return {
-        "created_at": r.created_at,
-        "uid": r.uid,
-        "request_id": r.request_id,
-        "endpoint": r.endpoint,
-        "api_key_id": r.key_id,
-        "key_prefix": r.key_prefix,
-        "user_id": r.user_id,
-        "model": r.model[:200],
-        "provider": r.provider,
-        "upstream_model": r.upstream_model[:200],
-        "route_id": r.route_id,
-        "stream": r.stream,
-        "status_code": r.status_code,
-        "error_type": r.error_type[:64],
-        "error_code": r.error_code[:64],
-        "error_message": r.error_message,
-        "prompt_tokens": r.prompt_tokens,
-        "completion_tokens": r.completion_tokens,
-        "total_tokens": r.total_tokens,
-        "usage_estimated": r.usage_estimated,
-        "cost": r.cost,
-        "latency_ms": r.latency_ms,
-        "ttft_ms": r.ttft_ms,
-        "finish_reason": r.finish_reason[:32],
-        "client_disconnected": r.client_disconnected,
-        "attempts": r.attempts,
-        "end_user": r.end_user[:256],
-        "metadata": r.metadata,
-        "request_body": r.request_body,
-        "response_text": r.response_text,
-    }
+    def __call__(self, cursor: Any, batch: list[RequestRecord]) -> set[uuid.UUID] | None:
+        db = cursor.db
+        rows = []
+        for r in batch:
+            row = list(log_row(r))
+            for i, f in self.adapted:
+                row[i] = f.get_db_prep_save(row[i], db)
+            rows.append(row)
+        try:
+            with transaction.atomic():
+                cursor.executemany(self.counted, rows)
+                if cursor.rowcount != len(rows):
+                    raise _Skipped
+            return None
+        except _Skipped:
+            pass
+        found: set[uuid.UUID] = set()
+        for row in rows:
+            cursor.execute(self.sql, row)
+            got = cursor.fetchone()
+            if got is not None:
+                found.add(got[0] if isinstance(got[0], uuid.UUID) else uuid.UUID(got[0]))
+        return found

@@ -29,7 +29,9 @@ from django.db import connection
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
+from . import multirow
 from .models import LATENCY_BUCKETS_MS, NANOS, LatencyDaily, UsageDaily
+from .multirow import Values
 from .recorder import RequestRecord
 from .routing import BUILTIN_MODELS, RouteTable, builtin_routes, database_routes, route_version
 
@@ -139,27 +141,36 @@ def aggregate(
     return usage, latency
 
 
-def _upsert_sql(table: str, keys: tuple[str, ...], sums: tuple[str, ...], also: tuple[str, ...] = ()) -> str:
+def _upsert(table: str, keys: tuple[str, ...], sums: tuple[str, ...], also: tuple[str, ...] = ()) -> Values:
+    """INSERT ... ON CONFLICT DO UPDATE adding `sums` to a roll-up row (and setting `also`)."""
     columns = keys + sums + also
     updates = [f"{c} = {table}.{c} + excluded.{c}" for c in sums] + [f"{c} = excluded.{c}" for c in also]
-    return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(updates)}"
+    return Values(
+        f"INSERT INTO {table} ({', '.join(columns)})",
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(updates)}",
+        len(columns),
     )
 
 
-_USAGE_SQL = _upsert_sql(UsageDaily._meta.db_table, ("day", "key_id", "model"), SUM_FIELDS, ("user_id",))
-_LATENCY_SQL = _upsert_sql(LatencyDaily._meta.db_table, ("day", "model", "bucket_ms"), ("count",))
+_USAGE = _upsert(UsageDaily._meta.db_table, ("day", "key_id", "model"), SUM_FIELDS, ("user_id",))
+_LATENCY = _upsert(LatencyDaily._meta.db_table, ("day", "model", "bucket_ms"), ("count",))
 
 
 def rollup(records: list[RequestRecord]) -> None:
-    """Request-log hook: add a batch to the daily roll-ups with atomic increments (any number of writers)."""
+    """Request-log hook: add a batch to the daily roll-ups with atomic increments (any number of writers).
+
+    The batch is summed here first, so each roll-up row it touches is upserted once. On PostgreSQL
+    that is one multi-row upsert per roll-up table, both sent in one round trip. The rows go in
+    sorted, so concurrent writers lock the rows they share in the same order (no deadlock)."""
     usage, latency = aggregate(records)
     usage_rows = [(day, key, model, *sums[:-1], sums[-1]) for (day, key, model), sums in sorted(usage.items())]
     latency_rows = [(day, model, bucket, count) for (day, model, bucket), count in sorted(latency.items())]
     with connection.cursor() as cursor:
-        cursor.executemany(_USAGE_SQL, usage_rows)
-        cursor.executemany(_LATENCY_SQL, latency_rows)
+        if connection.vendor == "postgresql":
+            multirow.execute(cursor, [(_USAGE, usage_rows), (_LATENCY, latency_rows)])
+        else:
+            cursor.executemany(_USAGE.single(), usage_rows)
+            cursor.executemany(_LATENCY.single(), latency_rows)
 
 
 # ---- selectors -----------------------------------------------------------------------------

@@ -11,11 +11,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, connections
 
 from completions.models import RequestLog, SetAsideLogRow, UsageDaily
-from completions.recorder import LogWriter, RequestRecord, record_from_line, spool_line, to_values
+from completions.recorder import LogWriter, RequestRecord, record_from_line, spool_line, storable_line, to_values
 from completions.spool import Spool, database_tag
 from completions.usage import rollup
 
@@ -73,7 +74,7 @@ class Database:
 
 
 def writer_on(spool: Path, db: Database | None = None, **options: Any) -> LogWriter:
-    writer = LogWriter(spool_dir=spool, flush_seconds=0.01, retry_seconds=0.05, **options)
+    writer = LogWriter(spool_dir=spool, **{"flush_seconds": 0.01, "retry_seconds": 0.05, **options})
     writer.hooks.append(rollup)
     if db is not None:
         writer.hooks.append(db)
@@ -125,6 +126,25 @@ def test_a_spool_line_holds_the_whole_record() -> None:
     assert back.response_text == "lone ? surrogate"  # UTF-8 can't hold it: replaced, in memory as in the spool
     with pytest.raises(ValueError):
         record_from_line(line[:-20])  # cut short by a crash
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"end_user": "x\u0000y"},
+        {"metadata": {"team\u0000": "a"}},
+        {"request_body": {"messages": [{"content": ["deep", {"k": "v\u0000"}]}]}},
+        {"attempts": [{"message": "\u0000"}]},
+    ],
+)
+def test_a_nul_anywhere_is_replaced_before_the_row_is_spooled(where: dict[str, Any]) -> None:
+    record = RequestRecord(request_id="nul", **where)
+    line = storable_line(record)
+    in_memory = orjson.dumps(to_values(record), default=str)
+    assert b"\\u0000" not in line and b"\\u0000" not in in_memory and "\ufffd".encode() in in_memory
+    assert to_values(record_from_line(line)) == to_values(record)
+    clean = RequestRecord(request_id="clean", metadata={"text": "a backslash: \\u0000 is not a NUL"})
+    assert storable_line(clean) == spool_line(clean) and clean.metadata == {"text": "a backslash: \\u0000 is not a NUL"}
 
 
 def test_rows_are_spooled_while_the_database_is_down_and_written_once_it_is_back(
@@ -294,4 +314,55 @@ def test_a_spool_that_cannot_be_written_costs_durability_not_the_log(transaction
     db.down.clear()
     assert writer.flush(10) and writer.close()
     assert RequestLog.objects.count() == 15 - writer.dropped
+    assert_rollups_equal_the_log()
+
+
+# ---- the writer's connection -------------------------------------------------------------------
+
+
+def test_back_to_back_batches_skip_the_health_check_an_idle_connection_gets_it(
+    transactional_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks: list[str] = []
+    wrapper = type(connections["default"])
+    is_usable = wrapper.is_usable
+
+    def counted(self: Any) -> bool:
+        if threading.current_thread().name == "request-log-writer":
+            checks.append("SELECT 1")
+        return is_usable(self)
+
+    monkeypatch.setattr(wrapper, "is_usable", counted)
+    writer = writer_on(tmp_path)
+    batch = records(4)
+    for record in batch[:3]:
+        writer.submit(record)
+        assert writer.flush(10)  # a batch each, each on the connection the one before used
+    assert checks == []  # the first batch opened the connection; the next two had just seen it work
+    writer.check_idle_seconds = 0.0  # as if the connection had been idle: checked before the batch
+    writer.submit(batch[3])
+    assert writer.flush(10) and writer.close()
+    assert checks == ["SELECT 1"]
+    assert RequestLog.objects.count() == 4
+    assert_rollups_equal_the_log()
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'", reason="drops a PostgreSQL connection")
+def test_a_connection_dropped_between_batches_is_replaced_at_once(transactional_db: Any, tmp_path: Path) -> None:
+    writer = writer_on(tmp_path, retry_seconds=30.0)  # a wait would outlast the flush
+    batch = records(6)
+    for record in batch[:3]:
+        writer.submit(record)
+    assert writer.flush(10)
+    with connection.cursor() as cursor:  # as a server restart would: every other session ends
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchall()
+    for record in batch[3:]:
+        writer.submit(record)
+    assert writer.flush(10), "the writer waited instead of reconnecting"
+    assert writer.close()
+    assert sorted(RequestLog.objects.values_list("uid", flat=True)) == sorted(r.uid for r in batch)
     assert_rollups_equal_the_log()
