@@ -366,3 +366,22 @@ def test_a_connection_dropped_between_batches_is_replaced_at_once(transactional_
     assert writer.close()
     assert sorted(RequestLog.objects.values_list("uid", flat=True)) == sorted(r.uid for r in batch)
     assert_rollups_equal_the_log()
+
+
+def test_each_record_gets_its_own_version_4_uid_also_in_a_forked_worker() -> None:
+    import os
+    import uuid
+
+    from completions.recorder import new_uid
+
+    uids = {new_uid() for _ in range(10_000)}
+    assert len(uids) == 10_000
+    assert all(u.version == 4 and u.variant == uuid.RFC_4122 for u in uids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a worker forked from the master: its uids must not repeat the master's
+        os.write(write, new_uid().bytes)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = uuid.UUID(bytes=os.read(read, 16))
+    assert child != new_uid() and child not in uids
