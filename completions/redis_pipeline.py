@@ -11,7 +11,10 @@ while they are, new commands wait and go out together in the next one, so under 
 batches grow instead of the number of connections.
 
 A failed pipeline (connection lost, timed out) fails every command in it with redis-py's own
-exception, which the caller's circuit counts as for a single command.
+exception, which the caller's circuit counts as for a single command. The client's one retry
+after a dropped connection resends the whole pipeline, as it resent a single command before: a
+command Redis ran before the drop may run twice (for the limiter: a request counted twice against
+a limit, which errs on the safe side), never zero times.
 """
 
 from __future__ import annotations
