@@ -32,7 +32,7 @@ def log_rows(n: int) -> None:
     from completions.models import APIKey
     from completions.recorder import RequestRecord
 
-    key = APIKey.objects.get(user=get_user_model().objects.get(username="bench"))
+    key = APIKey.objects.get(user=get_user_model().objects.get(username="bench"), name="bench")
     writer = make_log_writer()
     models = ["bench-json", "bench-sse", "bench-paced", "bench-long"]
     records = [
