@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: run test lint install install-test install-node-clients migrate bench clean
+.PHONY: run test lint install install-test install-node-clients migrate bench bench-prod clean
 
 # The settings refuse to start without SECRET_KEY unless DEBUG is on (README, Security).
 # `make run` is for this machine: DEBUG on, unless the environment says otherwise.
@@ -69,6 +69,11 @@ lint: install-test
 
 bench: install-test
 	$(BIN)/python bench/gateway_bench.py $(BENCH_ARGS)
+
+# The production path beside a raw forwarder and LiteLLM (docs/benchmarks.md): needs wrk, nginx,
+# PostgreSQL and Redis on this machine, and LiteLLM in bench/.litellm-venv (or BENCH_ARGS=--no-litellm).
+bench-prod: install-test
+	$(BIN)/python bench/production_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) db.sqlite3* .test-db.sqlite3* staticfiles .cache $(NODE_CLIENTS)/node_modules
