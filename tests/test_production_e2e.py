@@ -81,9 +81,11 @@ def deployment(django_db_setup: Any, redis_url: str, tmp_path_factory: pytest.Te
 
 
 @pytest.fixture(autouse=True)
-def log_written(deployment: Deployment) -> Iterator[None]:
+def log_written(deployment: Deployment, transactional_db: Any) -> Iterator[None]:
     """After each test, wait until both instances wrote their request logs: the test database is
-    emptied next, and on PostgreSQL that TRUNCATE would deadlock with a writer's insert."""
+    emptied next, and on PostgreSQL that TRUNCATE would deadlock with a writer's insert. (Asking for
+    `transactional_db` sets this fixture up after it, so it is torn down, and waits, before the
+    database is emptied; an autouse fixture is otherwise set up first and torn down last.)"""
     yield
     deadline = time.monotonic() + 30
     for gw, headers in ((deployment.a, {}), (deployment.b, {"Authorization": f"Bearer {METRICS_TOKEN}"})):
