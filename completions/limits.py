@@ -23,8 +23,7 @@ flight when the budget runs out.
 With REDIS_URL set, all of this runs in one Redis Lua script call per admission
 and one per settlement (the calls of one turn of the event loop sent together as
 one pipeline, `redis_pipeline.AutoPipeline`), so the limits hold across every
-worker process; without
-it, in process (one process only). Budget counters live in Redis for the current
+worker process; without it, in process (one process only). Budget counters live in Redis for the current
 period and are rebuilt from the daily roll-ups when missing.
 
 While Redis is unreachable, each worker admits requests in process against its
@@ -120,20 +119,17 @@ class Admission:
 def headers_for(shares: Sequence[Share], decisions: Sequence[Decision]) -> dict[str, str]:
     """OpenAI's rate-limit headers: for each kind of limit, the scope with the least left."""
     out: dict[str, str] = {}
-    rpm = [(d.rpm_remaining, s.scope.limits.rpm, d.rpm_reset) for s, d in zip(shares, decisions, strict=True)]
-    rpm_known = [(left, limit, reset) for left, limit, reset in rpm if limit is not None]
-    if rpm_known:
-        left, limit, reset = min(rpm_known, key=lambda t: t[0])
-        out["x-ratelimit-limit-requests"] = str(limit)
-        out["x-ratelimit-remaining-requests"] = str(max(0, left))
-        out["x-ratelimit-reset-requests"] = duration(reset)
-    tpm = [(d.tpm_remaining, s.scope.limits.tpm, d.tpm_reset) for s, d in zip(shares, decisions, strict=True)]
-    tpm_known = [(left, limit, reset) for left, limit, reset in tpm if limit is not None]
-    if tpm_known:
-        left, limit, reset = min(tpm_known, key=lambda t: t[0])
-        out["x-ratelimit-limit-tokens"] = str(limit)
-        out["x-ratelimit-remaining-tokens"] = str(max(0, left))
-        out["x-ratelimit-reset-tokens"] = duration(reset)
+    pairs = list(zip(shares, decisions, strict=True))
+    for kind, per_scope in (
+        ("requests", [(d.rpm_remaining, s.scope.limits.rpm, d.rpm_reset) for s, d in pairs]),
+        ("tokens", [(d.tpm_remaining, s.scope.limits.tpm, d.tpm_reset) for s, d in pairs]),
+    ):
+        known = [(left, limit, reset) for left, limit, reset in per_scope if limit is not None]
+        if known:
+            left, limit, reset = min(known, key=lambda t: t[0])
+            out[f"x-ratelimit-limit-{kind}"] = str(limit)
+            out[f"x-ratelimit-remaining-{kind}"] = str(max(0, left))
+            out[f"x-ratelimit-reset-{kind}"] = duration(reset)
     return out
 
 

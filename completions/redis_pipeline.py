@@ -68,10 +68,6 @@ class AutoPipeline:
         except NoScriptError:
             return await self.execute("EVAL", script.source, len(keys), *keys, *args)
 
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
     def _flush(self) -> None:
         self._scheduled = False
         loop = asyncio.get_running_loop()
